@@ -1,0 +1,196 @@
+"""Clipped policy-gradient losses: per-token loss ``[N, T]`` to MINIMISE (= -objective).
+
+Every loss has the signature
+``fn(logp, old_logp, advantages, mask, *, eps_low, eps_high, dual_clip=None) -> (loss [N,T], metrics)``;
+all tensors are ``[N, T]`` over completion tokens, the loss is 0 where ``mask`` is 0, and
+``metrics`` holds detached masked scalars. Reduction to a scalar is rl.algorithms.aggregation's job.
+
+* ``clip`` - PPO/GRPO (arXiv 1707.06347, 2402.03300) with DAPO clip-higher (arXiv 2503.14476):
+      rho_t = exp(logp_t - old_logp_t)
+      l_t   = -min(rho_t A_t, clip(rho_t, 1 - eps_low, 1 + eps_high) A_t)
+  Dual-clip (arXiv 1912.09729; verl ``clip_ratio_c``): for A_t < 0 the loss is capped,
+      l_t   = min(l_t, -c A_t)    (c = ``dual_clip`` > 1, None = off),
+  so a huge ratio on a negative-advantage token cannot blow the loss up.
+* ``gspo`` - GSPO (arXiv 2507.18071), one ratio per sequence:
+      s_i = exp( (1/|y_i|) sum_t (logp_t - old_logp_t) )
+      l_i = -min(s_i A_i, clip(s_i, 1 - eps_low, 1 + eps_high) A_i), broadcast to every token of row i.
+  The per-token loss is constant along a row, so aggregate with ``seq_mean_token_mean`` (verl forces
+  it); other modes weight sequences by length. ``SEQUENCE_LEVEL`` / ``aggregation_warning`` let the
+  caller warn. A_i is the masked mean of row i of ``advantages``; the rows must be constant (a
+  sequence estimator broadcast over t) - a per-token A (credit modules) raises, use ``gspo_token``.
+* ``gspo_token`` - GSPO-token (arXiv 2507.18071 §4.3):
+      s_{i,t} = sg[s_i] * pi(y_t) / sg[pi(y_t)]   (log: logp - sg[logp] + sg[log s_i], clamped at 10)
+      l_t     = -min(s_{i,t} A_t, clip(s_{i,t}) A_t)
+  Its value equals s_i, its gradient flows through token t only; with a per-row constant A and
+  ``seq_mean_token_mean`` it reproduces GSPO's gradient exactly (tested).
+
+Numerical safety: token log-ratios are clamped to [-20, 20] before ``exp`` (verl does the same);
+sequence log-ratios are clamped at max 10 (verl's GSPO). Clamps only bite on runaway ratios,
+which the clip then ignores anyway.
+
+Metrics (masked means over loss tokens; 0 if the mask is empty):
+``clip_frac_low`` (A<0 and rho < 1-eps_low: the lower clip removed the gradient),
+``clip_frac_high`` (A>0 and rho > 1+eps_high), ``dual_clip_frac`` (A<0 and rho > c),
+``approx_kl`` (KL(old||new) by the k3 estimator (rho - 1) - log rho), ``ratio_mean``, ``ratio_max``.
+Boundaries are strict: a ratio exactly at 1+eps_high is not counted as clipped.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rl.algorithms.registry import register_policy_loss
+
+LOG_RATIO_CLAMP = 20.0
+SEQ_LOG_RATIO_MAX = 10.0
+
+# Losses whose per-token value is one number per sequence; they expect seq_mean_token_mean.
+SEQUENCE_LEVEL = frozenset({"gspo"})
+RECOMMENDED_AGGREGATION = {"gspo": "seq_mean_token_mean", "gspo_token": "seq_mean_token_mean"}
+
+
+def aggregation_warning(policy_loss: str, aggregation: str) -> str | None:
+    """A message for the log when the recipe pairs a loss with an aggregation it was not designed for."""
+    want = RECOMMENDED_AGGREGATION.get(policy_loss)
+    if want is None or want == aggregation:
+        return None
+    return (
+        f"algorithm.policy_loss={policy_loss!r} is defined with aggregation {want!r} (arXiv 2507.18071); "
+        f"algorithm.aggregation={aggregation!r} weights sequences by their length"
+    )
+
+
+def _check_shapes(name: str, **tensors: torch.Tensor) -> None:
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    first = next(iter(shapes.values()))
+    if len(first) != 2 or any(s != first for s in shapes.values()):
+        raise ValueError(f"policy loss {name!r}: all inputs must be the same [N, T] shape, got {shapes}")
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp_min(1)
+
+
+def _clipped_surrogate(
+    ratio: torch.Tensor, adv: torch.Tensor, eps_low: float, eps_high: float, dual_clip: float | None
+) -> torch.Tensor:
+    """-min(rho A, clip(rho) A), then the dual-clip cap for A < 0."""
+    unclipped = -adv * ratio
+    clipped = -adv * ratio.clamp(1.0 - eps_low, 1.0 + eps_high)
+    loss = torch.maximum(unclipped, clipped)
+    if dual_clip is not None:
+        if dual_clip <= 1.0:
+            raise ValueError(f"algorithm.dual_clip must be > 1, got {dual_clip}")
+        capped = torch.minimum(loss, -adv * dual_clip)
+        loss = torch.where(adv < 0, capped, loss)
+    return loss
+
+
+def _metrics(
+    ratio: torch.Tensor,
+    log_ratio: torch.Tensor,
+    adv: torch.Tensor,
+    mask: torch.Tensor,
+    eps_low: float,
+    eps_high: float,
+    dual_clip: float | None,
+) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        ratio, log_ratio, adv = ratio.detach(), log_ratio.detach(), adv.detach()
+        m = mask.to(ratio.dtype)
+        low = ((ratio < 1.0 - eps_low) & (adv < 0)).to(m.dtype)
+        high = ((ratio > 1.0 + eps_high) & (adv > 0)).to(m.dtype)
+        dual = ((ratio > dual_clip) & (adv < 0)).to(m.dtype) if dual_clip is not None else torch.zeros_like(m)
+        active = m > 0
+        ratio_max = ratio[active].max() if active.any() else ratio.new_zeros(())
+        return {
+            "clip_frac_low": _masked_mean(low, m),
+            "clip_frac_high": _masked_mean(high, m),
+            "dual_clip_frac": _masked_mean(dual, m),
+            "approx_kl": _masked_mean((ratio - 1.0) - log_ratio, m),
+            "ratio_mean": _masked_mean(ratio, m),
+            "ratio_max": ratio_max,
+        }
+
+
+@register_policy_loss("clip")
+def clip_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    eps_low: float,
+    eps_high: float,
+    dual_clip: float | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO clip, asymmetric eps (DAPO clip-higher), optional dual-clip; see module doc."""
+    _check_shapes("clip", logp=logp, old_logp=old_logp, advantages=advantages, mask=mask)
+    m = mask.to(logp.dtype)
+    log_ratio = (logp - old_logp.detach()).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    ratio = torch.exp(log_ratio)
+    adv = advantages.detach()
+    loss = _clipped_surrogate(ratio, adv, eps_low, eps_high, dual_clip) * m
+    return loss, _metrics(ratio, log_ratio, adv, m, eps_low, eps_high, dual_clip)
+
+
+def _sequence_log_ratio(logp: torch.Tensor, old_logp: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """[N] mean over a row's loss tokens of logp - old_logp (0 for rows without tokens)."""
+    return ((logp - old_logp.detach()) * m).sum(-1) / m.sum(-1).clamp_min(1)
+
+
+@register_policy_loss("gspo")
+def gspo_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    eps_low: float,
+    eps_high: float,
+    dual_clip: float | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """GSPO sequence-ratio loss, constant along each row; see module doc."""
+    _check_shapes("gspo", logp=logp, old_logp=old_logp, advantages=advantages, mask=mask)
+    m = mask.to(logp.dtype)
+    adv_tok = advantages.detach()
+    row_count = m.sum(-1).clamp_min(1)
+    adv_seq = (adv_tok * m).sum(-1) / row_count
+    spread = ((adv_tok - adv_seq[:, None]).abs() * m).amax(-1) if m.numel() else adv_seq
+    bad = spread > 1e-6 * (1.0 + adv_seq.abs())
+    if bad.any():
+        rows = bad.nonzero(as_tuple=True)[0].tolist()
+        raise ValueError(
+            f"policy loss 'gspo' needs one advantage per sequence, but rows {rows[:10]} vary over tokens "
+            "(a credit module made them per-token); use algorithm.policy_loss=gspo_token"
+        )
+    seq_log_ratio = _sequence_log_ratio(logp, old_logp, m).clamp(max=SEQ_LOG_RATIO_MAX)
+    seq_ratio = torch.exp(seq_log_ratio)
+    seq_loss = _clipped_surrogate(seq_ratio, adv_seq, eps_low, eps_high, dual_clip)
+    loss = seq_loss[:, None] * m
+    # Metrics per token of each row (verl style): a sequence counts with its length.
+    ratio_tok = seq_ratio[:, None].expand_as(m)
+    log_ratio_tok = seq_log_ratio[:, None].expand_as(m)
+    return loss, _metrics(ratio_tok, log_ratio_tok, adv_seq[:, None].expand_as(m), m, eps_low, eps_high, dual_clip)
+
+
+@register_policy_loss("gspo_token")
+def gspo_token_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    eps_low: float,
+    eps_high: float,
+    dual_clip: float | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """GSPO-token: sequence-valued ratio, per-token gradient and per-token A; see module doc."""
+    _check_shapes("gspo_token", logp=logp, old_logp=old_logp, advantages=advantages, mask=mask)
+    m = mask.to(logp.dtype)
+    seq_log_ratio = _sequence_log_ratio(logp, old_logp, m).detach()
+    log_ratio = (logp - logp.detach() + seq_log_ratio[:, None]).clamp(max=SEQ_LOG_RATIO_MAX)
+    ratio = torch.exp(log_ratio)
+    adv = advantages.detach()
+    loss = _clipped_surrogate(ratio, adv, eps_low, eps_high, dual_clip) * m
+    return loss, _metrics(ratio, log_ratio, adv, m, eps_low, eps_high, dual_clip)
