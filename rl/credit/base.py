@@ -29,14 +29,19 @@ class PolicySnapshot:
 
     ``logits(h)`` recomputes logits from stored last hidden states through the
     model's output head, so a module can stream over the vocabulary in chunks
-    without the trainer ever holding an [N, T, V] tensor.
+    without the trainer ever holding an [N, T, V] tensor. ``vocab_slice`` may be a
+    ``slice`` (a contiguous chunk) or a LongTensor of token ids (e.g. THR's group vocabulary).
     """
 
     lm_head_weight: torch.Tensor  # [V, d]
     lm_head_bias: torch.Tensor | None
     temperature: float
 
-    def logits(self, hidden: torch.Tensor, vocab_slice: slice | None = None) -> torch.Tensor:
+    @property
+    def vocab_size(self) -> int:
+        return self.lm_head_weight.shape[0]
+
+    def logits(self, hidden: torch.Tensor, vocab_slice: slice | torch.Tensor | None = None) -> torch.Tensor:
         w = self.lm_head_weight if vocab_slice is None else self.lm_head_weight[vocab_slice]
         out = hidden.to(w.dtype) @ w.T
         if self.lm_head_bias is not None:

@@ -1,0 +1,196 @@
+"""D3S: Dynamic Dual-Level Down-Sampling (arXiv 2509.22115). Spec §2, Open questions 1-3.
+
+Sample level. Within each group keep the N_s rows whose advantages have the largest
+population variance,
+
+    S_query = argmax_{S subset of group, |S| = N_s} Var(A_S),
+
+then (``cross_group``) keep N_batch rows of the union the same way. The advantages are
+the ones the estimator computed over the FULL group and are never re-normalised. The
+optimum is found exactly: an optimal m-subset is always the top-k plus the bottom-(m-k)
+values for some k (swapping an interior chosen value for a more extreme unchosen one
+never lowers the variance), so sorting and scanning k with prefix sums costs O(n log n).
+
+Token level. Among kept rows keep the top-K% of tokens by |A_{i,t}| * H_{i,t}, with H the
+old policy's full-vocabulary entropy at the sampling temperature (``exp.entropy``).
+Ties with the K-th score are kept (``>=``, TRL's entropy-mask convention).
+
+Schedule. [N_s, K] = (1-p) [N_init, K_init] + p [N_final, K_final], p = ``ctx.progress``.
+
+Interpretations flagged by the spec (config ``algorithm.d3s``):
+* N_init/N_final/K_init/K_final were not published: ``n_init=0.25``, ``n_final=1.0`` (of G,
+  ``n_unit=fraction``; N_s is rounded half up and at least 2), ``k_init=0.2``, ``k_final=1.0``, ``schedule=linear`` (Q1).
+* N_batch was not published: ``n_batch=None`` means sum of N_s (Q1). Note that this keeps
+  every row the intra-group step kept, so the cross-group step then changes nothing; set
+  ``n_batch`` < 1 (a fraction of sum N_s) to make it select.
+* Top-K scope: ``token_scope=global`` over the batch (Q2); ``response`` ranks within each row.
+* Entropy source: old policy, no grad, sampling temperature (Q3) - the trainer's ``exp.entropy``.
+* The N_pos/N_neg split: the exact max-variance scan above (Q3).
+* Zero-advantage rows (|A| <= ``zero_tol``) are never kept while non-zero rows remain; with
+  fewer than N non-zero rows only those are kept (no padding with zeros).
+* Loss normaliser: the number of kept tokens (token-mean over ``loss_mask``) - the
+  aggregation does this, since dropped rows and tokens leave ``token_mask``.
+
+The row advantage used at the sample level is the mean of ``exp.advantages`` over the
+row's completion tokens (the sequence advantage when the estimator broadcast it).
+Distributed use: the cross-group step and the global top-K need the whole batch, so run
+this module where the whole rollout batch is (the driver), not per rank.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from rl.algorithms.registry import register_credit
+from rl.credit.base import CreditContext, CreditModule
+from rl.credit.config import D3SConfig
+from rl.experience import Experience
+
+
+def max_variance_subset(adv: torch.Tensor, m: int) -> torch.Tensor:
+    """Indices (ascending) of the size-``m`` subset of ``adv`` [n] with the largest population variance.
+
+    Among subsets of equal variance the one with the larger sum of squares wins (more
+    gradient signal, e.g. for m = 1 the largest |A|).
+    """
+    n = adv.numel()
+    if m >= n:
+        return torch.arange(n, device=adv.device)
+    if m <= 0:
+        return torch.zeros(0, dtype=torch.long, device=adv.device)
+    order = torch.argsort(adv, descending=True, stable=True)
+    s = adv[order].double()
+    zero = s.new_zeros(1)
+    p1 = torch.cat([zero, s.cumsum(0)])
+    p2 = torch.cat([zero, (s * s).cumsum(0)])
+    k = torch.arange(m + 1, device=adv.device)  # k largest + (m-k) smallest
+    tail = n - (m - k)
+    total = p1[k] + p1[n] - p1[tail]
+    sq = p2[k] + p2[n] - p2[tail]
+    var = sq / m - (total / m) ** 2
+    tol = 1e-12 * max(1.0, float(s.abs().max()) ** 2)
+    best_k = int(torch.where(var >= var.max() - tol, sq, torch.full_like(sq, -1.0)).argmax())
+    chosen = torch.cat([order[:best_k], order[n - (m - best_k) :]])
+    return chosen.sort().values
+
+
+def keep_top_fraction(score: torch.Tensor, valid: torch.Tensor, k: float, per_row: bool) -> torch.Tensor:
+    """Bool mask of the top ceil(k * n) valid scores (ties with the cut-off kept), globally or per row."""
+    if k >= 1.0:
+        return valid.clone()
+    masked = torch.where(valid, score, torch.full_like(score, float("-inf")))
+    if per_row:
+        counts = valid.sum(-1)
+        n_keep = _ceil_count(counts.double() * k).clamp(min=1)
+        ordered = masked.sort(-1, descending=True).values
+        cutoff = ordered.gather(1, (n_keep - 1).clamp(min=0)[:, None])
+        return valid & (score >= cutoff) & (counts[:, None] > 0)
+    n_valid = int(valid.sum())
+    if n_valid == 0:
+        return valid.clone()
+    n_keep = max(1, int(_ceil_count(torch.tensor(n_valid * k, dtype=torch.float64))))
+    cutoff = masked.flatten().topk(n_keep).values[-1]
+    return valid & (score >= cutoff)
+
+
+def _ceil_count(x: torch.Tensor) -> torch.Tensor:
+    # round first so that 0.2 * 10 = 2.0000000000000004 keeps 2 tokens, not 3
+    return torch.ceil(torch.round(x, decimals=6)).long()
+
+
+def _interp(init: float, final: float, progress: float, schedule: str) -> float:
+    return init if schedule == "constant" else (1.0 - progress) * init + progress * final
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def row_advantages(exp: Experience) -> torch.Tensor:
+    """[N] sequence advantage: the mean of ``exp.advantages`` over each row's completion tokens."""
+    adv = exp.advantages
+    if adv.dim() == 1:
+        return adv.float()
+    mask = exp.completion_mask
+    return (adv.float() * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+
+
+@register_credit("d3s")
+class D3S(CreditModule):
+    name = "d3s"
+
+    def __init__(self, cfg: D3SConfig) -> None:
+        super().__init__(cfg)
+        cfg.check()
+        token_level = cfg.k_init < 1.0 or (cfg.schedule == "linear" and cfg.k_final < 1.0)
+        self.needs = frozenset({"entropy"}) if token_level else frozenset()
+
+    def schedule(self, progress: float) -> tuple[float, float]:
+        """(N_s as configured - fraction or count -, K) at training progress p."""
+        c = self.cfg
+        return _interp(c.n_init, c.n_final, progress, c.schedule), _interp(c.k_init, c.k_final, progress, c.schedule)
+
+    def _group_size_kept(self, n_sched: float, group_size: int) -> int:
+        # at least 2: a single row has no variance to maximise (e.g. G/4 of a group of 4)
+        raw = n_sched * group_size if self.cfg.n_unit == "fraction" else n_sched
+        return min(group_size, max(2, _round_half_up(raw)))
+
+    def apply(self, exp: Experience, ctx: CreditContext) -> dict[str, float]:
+        if exp.advantages is None:
+            raise ValueError("credit module d3s: exp.advantages is None; run the advantage estimator first")
+        cfg = self.cfg
+        cfg.check()
+        n_sched, k = self.schedule(ctx.progress)
+        adv = row_advantages(exp)
+        eligible = exp.active_rows() & (adv.abs() > cfg.zero_tol)
+
+        kept_rows: list[torch.Tensor] = []
+        n_s_values: list[int] = []
+        for gid in torch.unique(exp.group_id):
+            rows = (exp.group_id == gid).nonzero()[:, 0]
+            n_s = self._group_size_kept(n_sched, rows.numel())
+            n_s_values.append(n_s)
+            cand = rows[eligible[rows]]
+            kept_rows.append(cand[max_variance_subset(adv[cand], min(n_s, cand.numel()))])
+        keep_idx = torch.cat(kept_rows) if kept_rows else torch.zeros(0, dtype=torch.long)
+
+        if cfg.cross_group:
+            total = sum(n_s_values)
+            if cfg.n_batch is None:
+                n_batch = total
+            elif cfg.n_unit == "fraction":
+                n_batch = max(1, _round_half_up(cfg.n_batch * total))
+            else:
+                n_batch = int(cfg.n_batch)
+            keep_idx = keep_idx[max_variance_subset(adv[keep_idx], min(n_batch, keep_idx.numel()))]
+
+        keep = torch.zeros(exp.num_rows, dtype=torch.bool, device=adv.device)
+        keep[keep_idx] = True
+        before_tokens = float(exp.loss_mask().sum())
+        exp.drop_rows(keep)
+
+        metrics = {
+            "d3s/n_s": sum(n_s_values) / max(1, len(n_s_values)),
+            "d3s/k": k,
+            "d3s/kept_samples": float(keep.sum()),
+            "d3s/kept_sample_frac": float(keep.sum()) / max(1, exp.num_rows),
+            "d3s/adv_var_all": float(adv[exp.completion_mask.sum(-1) > 0].var(unbiased=False)) if exp.num_rows else 0.0,
+            "d3s/adv_var_kept": float(adv[keep].var(unbiased=False)) if keep.any() else 0.0,
+        }
+
+        valid = exp.loss_mask() > 0
+        if k < 1.0:
+            if exp.entropy is None:
+                raise ValueError("credit module d3s: exp.entropy is None but token-level selection "
+                                 f"(K={k:.3f} < 1) needs the old policy's entropy; the trainer must provide it")
+            tok_adv = exp.advantages if exp.advantages.dim() == 2 else exp.advantages[:, None]
+            score = tok_adv.float().abs() * exp.entropy.float()
+            token_keep = keep_top_fraction(score, valid, k, per_row=cfg.token_scope == "response")
+            exp.token_mask = exp.token_mask * token_keep.to(exp.token_mask.dtype)
+            exp.extras["d3s_score"] = score * valid
+        kept_tokens = float(exp.loss_mask().sum())
+        metrics["d3s/kept_tokens"] = kept_tokens
+        metrics["d3s/kept_token_frac"] = kept_tokens / before_tokens if before_tokens else 0.0
+        return metrics
