@@ -67,6 +67,7 @@ def token_mean(
     global_seqs: float | None = None,
     max_len: int | None = None,
 ) -> torch.Tensor:
+    """sum l m / global_tokens (DAPO token mean)."""
     m = mask.to(per_token_loss.dtype)
     return (per_token_loss * m).sum() / _denominator(global_tokens, m.sum())
 
@@ -79,6 +80,7 @@ def seq_mean_token_mean(
     global_seqs: float | None = None,
     max_len: int | None = None,
 ) -> torch.Tensor:
+    """sum over kept rows of the row's token mean / global_seqs (GRPO, GSPO)."""
     m = mask.to(per_token_loss.dtype)
     row_tokens = m.sum(-1)
     row_mean = (per_token_loss * m).sum(-1) / row_tokens.clamp_min(1)  # empty rows: 0
@@ -94,6 +96,7 @@ def seq_mean_token_sum_norm(
     global_seqs: float | None = None,
     max_len: int | None = None,
 ) -> torch.Tensor:
+    """sum l m / (global_seqs * max_len) (Dr. GRPO)."""
     if max_len is None or max_len <= 0:
         raise ValueError(
             "aggregation 'seq_mean_token_sum_norm' needs max_len = rollout.max_tokens (a constant > 0), "
