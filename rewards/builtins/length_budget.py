@@ -19,7 +19,7 @@ completion. kwargs ``count`` chooses how l is measured:
 - words (default): whitespace-separated words of the CoT; needs no tokenizer.
 - tokens: tokens, as RMT's prompt states the budget in tokens. Without think tags
   l = len(completion_ids[i]) (exact). With think tags the CoT's own tokens are counted with
-  ``tokenizer`` (a Hugging Face name or path, loaded once); without one they are estimated as
+  ``tokenizer`` (a model folder or tokenizer.json, or a hub id; loaded once); without one, estimated as
   len(completion_ids[i]) * len(CoT chars) / len(completion chars).
 Other kwargs: budget_init = 800 (B_0), budget_min = 1, gamma = 0.2, r_max = 1.0.
 """
@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rewards.extract import think_content
@@ -49,10 +51,20 @@ def triangular(length: float, budget: int, r_max: float) -> float:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_tokenizer(name: str):
+def _load_tokenizer(name: str) -> Callable[[str], int]:
+    """A token counter for ``name``: a folder or file holding tokenizer.json is read with the
+    light ``tokenizers`` library; anything else (a hub id) goes through transformers."""
+    path = Path(name)
+    file = path / "tokenizer.json" if path.is_dir() else path
+    if file.name == "tokenizer.json" and file.is_file():
+        from tokenizers import Tokenizer
+
+        fast = Tokenizer.from_file(str(file))
+        return lambda text: len(fast.encode(text, add_special_tokens=False).ids)
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(name)
+    slow = AutoTokenizer.from_pretrained(name)
+    return lambda text: len(slow.encode(text, add_special_tokens=False))
 
 
 def cot_length(text: str, ids: list[int], count: str, tokenizer: str | None) -> float:
@@ -62,7 +74,7 @@ def cot_length(text: str, ids: list[int], count: str, tokenizer: str | None) -> 
     if cot is None:
         return len(ids)
     if tokenizer is not None:
-        return len(_load_tokenizer(tokenizer).encode(cot, add_special_tokens=False))
+        return _load_tokenizer(tokenizer)(cot)
     return round(len(ids) * len(cot) / len(text)) if text else 0
 
 
