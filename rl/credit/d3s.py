@@ -154,7 +154,7 @@ class D3S(CreditModule):
             n_s_values.append(n_s)
             cand = rows[eligible[rows]]
             kept_rows.append(cand[max_variance_subset(adv[cand], min(n_s, cand.numel()))])
-        keep_idx = torch.cat(kept_rows) if kept_rows else torch.zeros(0, dtype=torch.long)
+        keep_idx = torch.cat(kept_rows) if kept_rows else torch.zeros(0, dtype=torch.long, device=adv.device)
 
         if cfg.cross_group:
             total = sum(n_s_values)

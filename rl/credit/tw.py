@@ -31,6 +31,11 @@ Interpretations and deviations (config ``algorithm.tw``; spec Open question 6):
   shares the batch.
 * ``temperature_scaled=False``: log-probs from the raw logits, as the official code (it
   never divides by the sampling temperature); True uses logits / temperature.
+
+The divergence uses every response of the group (``completion_mask``), including rows an
+earlier module (D3S) took out of the loss: the weights describe the group's distributions.
+The rest of the official recipe lives elsewhere: ``aggregation=token_mean`` (sum w*l*m / sum m),
+``eps_low=0.2``, ``eps_high=0.28``, ``std_eps=1e-4``, KL beta = 0.
 """
 
 from __future__ import annotations
