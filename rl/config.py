@@ -62,6 +62,9 @@ class DataConfig:
     source: str = _h("builtin:arithmetic", "builtin:<task>, a local json/jsonl/parquet/csv file or directory, or a hub dataset name")
     train_split: str = _h("train", "split used for training")
     test_split: str = _h("test", "split used for evaluation ('' = none)")
+    holdout_fraction: float = _h(0.0, "when the source has no data.test_split: hold out this fraction of the train split "
+                                 "as the test split (fixed seeded choice); 0 = no eval set (warning)")
+    subset: str | None = _h(None, "hub dataset configuration name (e.g. 'main' for openai/gsm8k)")
     prompt_field: str = _h("prompt", "column holding the prompt (a string or a list of chat messages)")
     answer_field: str = _h("answer", "column holding the reference answer passed to rewards as `answer`")
     extra_columns: list[str] = _h([], "more columns passed to reward functions as keyword arguments")
@@ -207,6 +210,8 @@ class EvalConfig:
     num_prompts: int = _h(100, "held-out prompts used")
     pass_k: int = _h(4, "k of pass@k (sampled at rollout.temperature)")
     at_start: bool = _h(True, "evaluate the base model before the first step")
+    accuracy_reward: str | None = _h(None, "reward function (metric label) whose value decides correctness; None = the first")
+    correct_threshold: float = _h(0.5, "a sample is correct when that function's value is >= this")
 
 
 @dataclass
