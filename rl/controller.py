@@ -1,0 +1,131 @@
+"""The driver: generate -> reward -> advantages -> credit -> update -> sync -> log/eval/checkpoint.
+
+Everything runs on one Ray instance (local by default, ``cluster.address`` for a
+cluster); the trainer ranks and rollout workers are Ray actors, this process only
+orchestrates and runs the cheap whole-batch pieces (advantages, credit chain).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rl import checkpoint as ckpt
+from rl.algorithms.kl import kl_penalty_reward
+from rl.algorithms.registry import ADVANTAGES
+from rl.batch import build_experience, forward_inputs, train_tensors
+from rl.collect import collect
+from rl.config import Config, to_yaml
+from rl.credit.base import CreditContext, PolicySnapshot
+from rl.credit.chain import build_chain, chain_needs, run_chain
+from rl.evaluate import evaluate
+from rl.inspect_dump import save_batch
+from rl.setup import Components, build_components
+from rl.tracking import Timer, Tracker, write_report
+
+
+def train(cfg: Config, recipe_path: str | None = None) -> Path:
+    c: Components = build_components(cfg, recipe_path)
+    run_dir, trainers, pool, tracker = c.run_dir, c.trainers, c.pool, None
+    try:
+        chain = build_chain(list(cfg.algorithm.credit), cfg.algorithm)
+        needs = chain_needs(chain)
+        steps, start = cfg.trainer.steps, 0
+        resume_from = ckpt.resolve_resume(cfg.checkpoint.resume, run_dir)
+        if resume_from is not None:
+            state = ckpt.load_checkpoint(resume_from, trainers)
+            c.sampler.load_state_dict(state["sampler"])
+            start = state["step"]
+            print(f"[tokencredit] resumed from {resume_from} at step {start}", flush=True)
+        pool.sync_weights(trainers.named_weights(), start)  # rollout engines = trainer weights
+        tracker = Tracker(run_dir, cfg, steps, start)
+        if c.test_set is not None and cfg.eval.at_start and start == 0:
+            tracker.log(0, evaluate(pool, c.test_set, c.scorer, cfg, 0, steps))
+
+        for step in range(start, steps):
+            timer = Timer()
+            pool.reseed(cfg.rollout.seed + step)  # same samples after a resume as without one
+            with timer("generation"):
+                got = collect(pool, c.train_set, c.sampler, c.scorer, cfg, step, steps)
+            exp = build_experience(got.prompt_ids, got.groups, got.rewards, c.pad_id)
+            metrics = dict(got.metrics)
+
+            with timer("old_logp"):
+                kl_as_loss = cfg.algorithm.kl.coef > 0 and cfg.algorithm.kl.mode == "loss"
+                need_ref = cfg.algorithm.kl.coef > 0
+                stats = trainers.forward_stats(forward_inputs(exp), "entropy" in needs, "hidden" in needs, need_ref)
+                exp.old_logp, exp.entropy, exp.hidden = stats["old_logp"], stats.get("entropy"), stats.get("hidden")
+                exp.ref_logp = stats.get("ref_logp")
+                metrics.update(trainers.mismatch(forward_inputs(exp) | {"sampler_logp": exp.sampler_logp}, exp.old_logp))
+            if need_ref and not kl_as_loss:  # KL as a reward penalty (InstructGPT style)
+                exp.rewards, row_kl = kl_penalty_reward(exp.rewards, exp.old_logp, exp.ref_logp,
+                                                        exp.completion_mask, cfg.algorithm.kl.coef)
+                metrics["train/kl_reward"] = float(row_kl.mean())
+
+            with timer("credit"):
+                a = cfg.algorithm
+                adv = ADVANTAGES[a.advantage](exp.rewards, exp.group_id, std_normalize=a.std_normalize, std_eps=a.std_eps)
+                exp.advantages = adv[:, None].expand_as(exp.completion_mask).contiguous()
+                if a.overlong_filter:
+                    exp.drop_rows(~exp.truncated)
+                policy = None
+                if "policy" in needs:
+                    w, b = trainers.lm_head()
+                    policy = PolicySnapshot(w, b, cfg.rollout.temperature)
+                metrics.update(run_chain(chain, exp, CreditContext(step, steps, policy)))
+                metrics["batch/loss_tokens_frac"] = float(exp.loss_mask().sum() / exp.completion_mask.sum().clamp(min=1))
+                metrics["batch/loss_tokens"] = float(exp.loss_mask().sum())
+
+            with timer("update"):
+                metrics.update(update_policy(trainers, exp, cfg))
+            with timer("sync"):
+                metrics["timing/sync_transfer"] = pool.sync_weights(trainers.named_weights(), step + 1)
+
+            metrics.update(timer.pop())
+            if cfg.logging.save_batches:
+                save_batch(run_dir, step + 1, exp, c.tokenizer)
+            is_last = step + 1 == steps
+            if c.test_set is not None and ((cfg.eval.every and (step + 1) % cfg.eval.every == 0) or is_last):
+                metrics.update(evaluate(pool, c.test_set, c.scorer, cfg, step + 1, steps))
+            tracker.log(step + 1, metrics)
+            tracker.progress(step + 1, metrics)
+            if (cfg.checkpoint.every and (step + 1) % cfg.checkpoint.every == 0) or (is_last and cfg.checkpoint.save_final):
+                ckpt.save_checkpoint(run_dir, step + 1, trainers, {"sampler": c.sampler.state_dict()},
+                                     to_yaml(cfg), cfg.checkpoint.keep_last)
+
+        if cfg.checkpoint.export_hf and start < steps:
+            trainers.export_hf(str(run_dir / "hf_model"), c.model_path)
+        return run_dir
+    finally:
+        if tracker is not None:
+            tracker.close()
+        write_report(run_dir, f"{cfg.name}: {run_dir.name}")
+        c.close()
+
+
+def update_policy(trainers, exp, cfg: Config) -> dict[str, float]:
+    """``algorithm.epochs`` passes over the rollout batch, each split into ``mini_batches`` optimizer steps.
+
+    Rows that no longer carry any loss token (dropped by a credit module or a filter)
+    are left out of the forward/backward entirely: that is where D3S saves compute.
+    """
+    a = cfg.algorithm
+    n = exp.num_rows
+    out: dict[str, float] = {}
+    steps_done = 0
+    gen = torch.Generator().manual_seed(cfg.trainer.seed)
+    for _ in range(a.epochs):
+        order = torch.randperm(n, generator=gen) if a.mini_batches > 1 else torch.arange(n)
+        for chunk in order.chunk(a.mini_batches):
+            rows = chunk[exp.active_rows()[chunk]]
+            if len(rows) == 0:
+                continue
+            m = trainers.train_mini_batch(train_tensors(exp, rows))
+            for k, v in m.items():
+                out[k] = out.get(k, 0.0) + v
+            steps_done += 1
+    out = {k: v / max(steps_done, 1) for k, v in out.items()}
+    out["train/optimizer_steps"] = steps_done
+    out["train/rows_in_backward"] = float(exp.active_rows().sum())
+    return out

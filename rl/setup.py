@@ -1,0 +1,99 @@
+"""Build everything a run needs from the resolved config: run folder, data, rewards, Ray actors."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from rl.config import Config, to_yaml
+
+
+@dataclass
+class Components:
+    run_dir: Path
+    model_path: str
+    tokenizer: object
+    pad_id: int
+    train_set: object
+    test_set: object | None
+    scorer: object
+    sampler: object
+    trainers: object
+    pool: object
+
+    def close(self) -> None:
+        for part in (self.pool, self.trainers):
+            try:
+                part.shutdown()
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+
+
+def make_run_dir(cfg: Config) -> Path:
+    """``logging.dir/run_name``; a fresh (non-resuming) run never reuses a folder that has data."""
+    base = Path(cfg.logging.dir) / (cfg.logging.run_name or cfg.name)
+    if cfg.checkpoint.resume != "none" or not base.exists() or not any(base.iterdir()):
+        return base
+    i = 1
+    while (base.parent / f"{base.name}-{i}").exists():
+        i += 1
+    return base.parent / f"{base.name}-{i}"
+
+
+def init_ray(cfg: Config) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if cfg.cluster.address:
+        ray.init(address=cfg.cluster.address, log_to_driver=True)
+    else:
+        need = cfg.trainer.num_ranks * cfg.trainer.num_cpus_per_rank + cfg.rollout.num_workers * cfg.rollout.num_cpus_per_worker
+        cpus = cfg.cluster.num_cpus or max(int(need + 0.999), os.cpu_count() or 1)
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)
+
+
+def build_components(cfg: Config, recipe_path: str | None) -> Components:
+    from transformers import AutoTokenizer
+
+    from rewards import RewardScorer
+    from rl.data import load_prompts
+    from rl.models import resolve_model
+    from rl.sampler import PromptSampler
+    from rl.trainer_group import TrainerGroup
+    from rollout.pool import RolloutPool
+
+    run_dir = make_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    print(f"[tokencredit] run folder: {run_dir}", flush=True)
+    model_path = resolve_model(cfg.model.name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    train_set = load_prompts(cfg.data, tokenizer, cfg.data.train_split)
+    if not train_set.rows:
+        raise ValueError(f"data.source: {cfg.data.source} split {cfg.data.train_split!r} has no usable prompts")
+    test_set = None
+    if cfg.data.test_split:
+        test_set = load_prompts(cfg.data, tokenizer, cfg.data.test_split, limit=cfg.eval.num_prompts)
+    base_dir = str(Path(recipe_path).resolve().parent) if recipe_path else None
+    scorer = RewardScorer([{"name": f.name, "weight": f.weight, "kwargs": dict(f.kwargs)} for f in cfg.rewards.functions],
+                          on_error=cfg.rewards.on_error, timeout_s=cfg.rewards.timeout_s, base_dir=base_dir)
+    sampler = PromptSampler(len(train_set.rows), cfg.trainer.prompts_per_step, cfg.trainer.seed, cfg.data.shuffle)
+    init_ray(cfg)
+    a = cfg.algorithm
+    total_opt_steps = cfg.trainer.steps * a.epochs * a.mini_batches
+    trainers = TrainerGroup(cfg, model_path, total_opt_steps)
+    r = cfg.rollout
+    try:
+        pool = RolloutPool(model_path, num_workers=r.num_workers, backend=r.backend, dtype=cfg.model.dtype,
+                           max_model_len=r.max_model_len, memory_fraction=r.memory_fraction, seed=r.seed,
+                           num_cpus_per_worker=r.num_cpus_per_worker, num_gpus_per_worker=r.num_gpus_per_worker,
+                           sync_backend=r.sync_backend, sync_bucket_mb=r.sync_bucket_mb,
+                           sync_timeout_s=r.sync_timeout_s, generate_timeout_s=r.generate_timeout_s,
+                           start_timeout_s=r.start_timeout_s)
+    except BaseException:
+        trainers.shutdown()
+        raise
+    return Components(run_dir, model_path, tokenizer, pad_id, train_set, test_set, scorer, sampler, trainers, pool)

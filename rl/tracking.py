@@ -1,0 +1,116 @@
+"""Metrics out: live progress bar, metrics.jsonl, TensorBoard, optional W&B, PNG report."""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class Timer:
+    """Per-step timing breakdown: ``with timer("generation"): ...`` -> timing/generation seconds."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
+
+    def pop(self) -> dict[str, float]:
+        out = {f"timing/{k}": v for k, v in self.times.items()}
+        out["timing/step"] = sum(self.times.values())
+        self.times = {}
+        return out
+
+
+class Tracker:
+    def __init__(self, run_dir: Path, cfg, total_steps: int, start_step: int = 0) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / "metrics.jsonl"
+        self.tb = None
+        self.wandb = None
+        if cfg.logging.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        if cfg.logging.wandb_project:
+            try:
+                import wandb
+            except ImportError:
+                raise RuntimeError("logging.wandb_project is set but wandb is not installed: pip install wandb") from None
+            self.wandb = wandb.init(project=cfg.logging.wandb_project, mode=cfg.logging.wandb_mode,
+                                    dir=str(run_dir), name=run_dir.name, resume="allow")
+        self.bar = None
+        if cfg.logging.progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=start_step, desc=cfg.name, unit="step", dynamic_ncols=True)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step":
+                    self.tb.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log(row, step=step)
+
+    def progress(self, step: int, metrics: dict[str, float]) -> None:
+        if self.bar is None:
+            return
+        show = {"reward": "reward/total/mean", "acc": "train/accuracy", "eval": "eval/greedy_acc",
+                "s/step": "timing/step"}
+        self.bar.set_postfix({k: f"{metrics[v]:.3g}" for k, v in show.items() if v in metrics}, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_report(run_dir: Path, title: str) -> Path | None:
+    """reward / accuracy curves (train and held-out) as ``report.png`` in the run folder."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    if not rows:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    panels = [("reward", ["reward/total/mean"]), ("accuracy", ["train/accuracy", "eval/greedy_acc", "eval/pass_at_k"]),
+              ("seconds", ["timing/step", "timing/generation", "timing/update"])]
+    for ax, (name, keys) in zip(axes, panels):
+        for k in keys:
+            pts = [(r["step"], r[k]) for r in rows if k in r]
+            if pts:
+                ax.plot(*zip(*pts), marker="o" if k.startswith("eval") else None, label=k)
+        ax.set_xlabel("step")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = run_dir / "report.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
