@@ -1,0 +1,145 @@
+"""``tokencredit`` command line: train, recipes, prepare-model, inspect.
+
+    tokencredit train recipes/quickstart.yaml trainer.lr=1e-6 algorithm.credit=[d3s]
+    tokencredit recipes
+    tokencredit prepare-model smollm2-135m
+    tokencredit inspect runs/quickstart --step 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
+
+# Failures that are the user's to fix: print one clear line, no traceback.
+EXIT_CONFIG, EXIT_RUN = 2, 1
+
+
+def find_recipe(name: str) -> Path:
+    """A path, or a shipped recipe's short name (``quickstart`` -> recipes/quickstart.yaml)."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    for cand in (RECIPE_DIR / name, RECIPE_DIR / f"{name}.yaml"):
+        if cand.is_file():
+            return cand
+    shipped = ", ".join(sorted(r.stem for r in RECIPE_DIR.glob("*.yaml")))
+    raise FileNotFoundError(f"recipe {name!r} not found (not a file; shipped recipes: {shipped})")
+
+
+def list_recipes() -> list[tuple[str, str]]:
+    from omegaconf import OmegaConf
+
+    out = []
+    for path in sorted(RECIPE_DIR.glob("*.yaml")):
+        data = OmegaConf.load(path)
+        out.append((path.stem, str(data.get("description", ""))))
+    return out
+
+
+def cmd_train(args) -> int:
+    from rl.config import load_config
+
+    recipe = find_recipe(args.recipe)
+    cfg = load_config(recipe, args.overrides)
+    if args.print_config:
+        from rl.config import to_yaml
+
+        print(to_yaml(cfg))
+        return 0
+    from rl.controller import train
+
+    run_dir = train(cfg, str(recipe))
+    print(f"[tokencredit] done: {run_dir} (metrics.jsonl, report.png, checkpoints/, hf_model/)")
+    return 0
+
+
+def cmd_recipes(_args) -> int:
+    rows = list_recipes()
+    width = max(len(n) for n, _ in rows)
+    for name, desc in rows:
+        print(f"{name:<{width}}  {desc}")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from rl.models import prepare_model
+
+    print(prepare_model(args.name, force=args.force))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from rl.inspect_html import write_inspect_page
+
+    out = write_inspect_page(Path(args.run_dir), step=args.step, out=args.out, max_rows=args.rows)
+    print(f"[tokencredit] wrote {out} (open it in a browser)")
+    return 0
+
+
+def cmd_config_help(_args) -> int:
+    from rl.config import describe
+
+    for key, default, help_ in describe():
+        print(f"{key:<42} {default:<24} {help_}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tokencredit", description="RL post-training with token-level credit assignment")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="run a recipe: tokencredit train RECIPE [key=value ...]")
+    t.add_argument("recipe", help="a YAML file or a shipped recipe name (see `tokencredit recipes`)")
+    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.lr=1e-6 algorithm.credit=[d3s]")
+    t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    t.set_defaults(fn=cmd_train)
+    sub.add_parser("recipes", help="list the shipped recipes").set_defaults(fn=cmd_recipes)
+    m = sub.add_parser("prepare-model", help="convert a bundled model to an HF folder in the cache (once)")
+    m.add_argument("name", nargs="?", default="smollm2-135m")
+    m.add_argument("--force", action="store_true")
+    m.set_defaults(fn=cmd_prepare)
+    i = sub.add_parser("inspect", help="HTML page colouring each completion token by its credit")
+    i.add_argument("run_dir")
+    i.add_argument("--step", type=int, default=None, help="saved step (default: the latest)")
+    i.add_argument("--out", default=None, help="output .html (default: RUN_DIR/inspect_step_N.html)")
+    i.add_argument("--rows", type=int, default=32, help="completions shown")
+    i.set_defaults(fn=cmd_inspect)
+    sub.add_parser("config-keys", help="every recipe key with its default and help").set_defaults(fn=cmd_config_help)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rl.config import ConfigError
+
+    try:
+        return args.fn(args)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"tokencredit: error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print("tokencredit: interrupted (the last complete checkpoint is intact; resume with checkpoint.resume=auto)",
+              file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - user-facing errors from rewards/rollout/trainer
+        from rewards import RewardError
+        from rl.trainer_group import TrainerError
+
+        known = (RewardError, TrainerError, ValueError, KeyError)
+        try:
+            from rollout.errors import RolloutError
+
+            known = known + (RolloutError,)
+        except ImportError:
+            pass
+        if isinstance(e, known):
+            print(f"tokencredit: error: {type(e).__name__}: {e}", file=sys.stderr)
+            return EXIT_RUN
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
