@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -324,7 +325,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             p = Path(path)
             if not p.is_file():
                 raise ConfigError(f"{source}: recipe file not found")
-            loaded = OmegaConf.load(p)
+            try:
+                loaded = OmegaConf.load(p)
+            except yaml.YAMLError as e:
+                where = getattr(e, "problem_mark", None)
+                line = f" line {where.line + 1}" if where is not None else ""
+                raise ConfigError(f"{source}:{line}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
             if not isinstance(loaded, DictConfig):
                 raise ConfigError(f"{source}: a recipe must be a YAML mapping of sections")
             merged = OmegaConf.merge(merged, loaded)
@@ -340,6 +346,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         cfg = OmegaConf.to_object(merged)
     except ConfigError:
         raise
+    except ValueError as e:  # a section's own check (e.g. credit configs) names its key
+        raise ConfigError(f"{source}: {e}") from None
     except OmegaConfBaseException as e:
         raise _omegaconf_error(e, source) from None
     validate(cfg, source)
@@ -350,7 +358,7 @@ def _omegaconf_error(e: OmegaConfBaseException, source: str) -> ConfigError:
     key = getattr(e, "full_key", None) or "?"
     msg = str(e).splitlines()[0]
     if "Key" in msg and "not in" in msg:
-        msg = "unknown key (check the spelling; `tokencredit train --help-config` lists every key)"
+        msg = "unknown key (check the spelling; `tokencredit config-keys` lists every key)"
     return ConfigError(f"{source}: {key}: {msg}")
 
 
