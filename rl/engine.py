@@ -171,6 +171,7 @@ class PolicyEngine:
         a = self.cfg.algorithm
         loss_fn = POLICY_LOSSES[a.policy_loss]
         sums: dict[str, float] = {}
+        loss_sum, grad_norm = 0.0, 0.0
         for i, mb in enumerate(micro_batches):
             logp, _, _ = self._logp(self.engine.module, mb)
             mask = mb["loss_mask"].to(self.device)
@@ -186,20 +187,31 @@ class PolicyEngine:
                 metrics["kl"] = (kl.detach() * mask).sum() / mask.sum().clamp(min=1) / a.kl.coef
             share = aggregate(tok_loss, mask, a.aggregation, global_tokens=global_tokens,
                               global_seqs=global_seqs, max_len=self.cfg.rollout.max_tokens)
-            self.engine.set_gradient_accumulation_boundary(i == len(micro_batches) - 1)
+            last = i == len(micro_batches) - 1
+            self.engine.set_gradient_accumulation_boundary(last)
             # DeepSpeed averages gradients over ranks: multiply back so the global sum is exact.
             self.engine.backward(share * self.world_size, scale_wrt_gas=False)
+            if last:
+                grad_norm = self._grad_norm()
             self.engine.step()
             w = float(mask.sum())
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * w
-            sums["loss"] = sums.get("loss", 0.0) + float(share) * global_tokens
             sums["_tokens"] = sums.get("_tokens", 0.0) + w
+            loss_sum += share.item()
         tokens = max(sums.pop("_tokens", 0.0), 1.0)
         out = {f"train/{k}": v / tokens for k, v in sums.items()}
-        out["train/grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
+        out["train/loss"] = loss_sum  # this rank's share; shares sum to the mini-batch loss
+        out["train/grad_norm"] = grad_norm
         out["train/lr"] = float(self.scheduler.get_last_lr()[0])
         return out
+
+    def _grad_norm(self) -> float:
+        """Pre-clip global gradient norm (ZeRO >= 1 keeps partitioned grads: ask DeepSpeed)."""
+        if self.cfg.trainer.zero_stage > 0:
+            return float(self.engine.get_global_grad_norm() or 0.0)
+        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+        return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
 
     def mismatch(self, batch: dict, old_logp: torch.Tensor) -> dict:
         mask = batch["completion_mask"].float()
