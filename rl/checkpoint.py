@@ -9,7 +9,9 @@ checkpoint stays the latest usable one.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import shutil
 from pathlib import Path
 
@@ -57,6 +59,7 @@ def save_checkpoint(run_dir: Path, step: int, trainers, driver_state: dict, conf
     tmp.mkdir()
     trainers.save(str(tmp / "ds"), {"step": step})
     torch.save({**driver_state, "step": step, "rng": rng_state()}, tmp / "state.pt")
+    _fault_injection("kill_in_save", step)
     (tmp / "config.yaml").write_text(config_yaml)
     (tmp / MARKER).write_text(str(step))
     if final.exists():
@@ -67,6 +70,12 @@ def save_checkpoint(run_dir: Path, step: int, trainers, driver_state: dict, conf
     for stale in root.glob("*.tmp"):  # leftovers of an interrupted save
         shutil.rmtree(stale, ignore_errors=True)
     return final
+
+
+def _fault_injection(point: str, step: int) -> None:
+    """Test hook: TOKENCREDIT_FAULT=kill_in_save:STEP SIGKILLs this process mid-save (tests/e2e)."""
+    if os.environ.get("TOKENCREDIT_FAULT") == f"{point}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def resolve_resume(resume: str, run_dir: Path) -> Path | None:
