@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Start Ray on a node: `head` on the first node, `worker HEAD_IP:PORT` on the others.
+# Then run a recipe against it from the head: tokencredit train RECIPE cluster.address=auto
+#   bash launch/ray_cluster.sh head [PORT]
+#   bash launch/ray_cluster.sh worker 10.0.0.1:6379
+# GPU clusters: let Ray see every GPU of the node and pin actors through num_gpus_per_* keys.
+set -euo pipefail
+# shellcheck disable=SC1091
+. "${TOKENCREDIT_VENV:-$(dirname "$0")/../.venv}/bin/activate"
+export RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES=${RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES:-0}
+case "${1:-}" in
+  head)   exec ray start --head --port="${2:-6379}" --dashboard-host=127.0.0.1 --block ;;
+  worker) exec ray start --address="${2:?HEAD_IP:PORT}" --block ;;
+  *) echo "usage: $0 head [PORT] | worker HEAD_IP:PORT" >&2; exit 2 ;;
+esac
