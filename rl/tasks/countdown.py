@@ -153,7 +153,7 @@ def extract_expression(completion: str) -> str:
     else:
         lines = [ln for ln in completion.strip().splitlines() if ln.strip()]
         text = lines[-1] if lines else ""
-    return text.strip().strip("`$*").rstrip(".").strip()
+    return text.strip().strip("`$*. ")
 
 
 def countdown_reward(prompts: list[str], completions: list[str], numbers: list[list[int]],
