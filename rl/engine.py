@@ -51,6 +51,9 @@ class PolicyEngine:
         import deepspeed
         from transformers import AutoModelForCausalLM
 
+        from rl.algorithms import load_all
+
+        load_all()  # registries are per process: this runs inside a Ray actor
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
                           WORLD_SIZE=str(world_size), LOCAL_RANK="0")

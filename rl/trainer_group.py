@@ -77,6 +77,9 @@ class TrainerGroup:
                                f"{self.timeout:.0f}s") from None
         except ray.exceptions.RayActorError as e:
             raise TrainerError(f"a trainer rank died during {what!r}: {e}") from None
+        except ray.exceptions.RayTaskError as e:  # an exception inside the rank: re-raise its cause
+            cause = e.cause if getattr(e, "cause", None) is not None else e
+            raise TrainerError(f"trainer call {what!r} failed: {type(cause).__name__}: {cause}") from cause
 
     def _all(self, method: str, *args, **kwargs) -> list:
         return self._get([r.call.remote(method, *args, **kwargs) for r in self.ranks], method)
