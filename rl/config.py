@@ -175,7 +175,7 @@ class TrainerConfig:
     num_gpus_per_rank: float = _h(0.0, "Ray GPUs per trainer rank")
     logprob_chunk: int = _h(4096, "vocabulary chunk for logprob/entropy (never an [N,T,V] tensor)")
     seed: int = _h(42, "seed of data order, sampling and init")
-    torch_threads: int = _h(0, "torch threads in the trainer (0 = leave as is)")
+    torch_threads: int = _h(0, "torch threads per trainer rank (0 = all cores on CPU, where rollout and training take turns)")
 
 
 @dataclass

@@ -57,8 +57,11 @@ class PolicyEngine:
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
                           WORLD_SIZE=str(world_size), LOCAL_RANK="0")
-        if cfg.trainer.torch_threads:
-            torch.set_num_threads(cfg.trainer.torch_threads)
+        # Ray sets OMP_NUM_THREADS to the actor's num_cpus (1); on a CPU machine generation and
+        # training take turns, so the trainer may use every core (trainer.torch_threads=0).
+        threads = cfg.trainer.torch_threads or (0 if torch.cuda.is_available() else os.cpu_count())
+        if threads:
+            torch.set_num_threads(threads)
         torch.manual_seed(cfg.trainer.seed + rank)
         use_cuda = torch.cuda.is_available()
         deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo")
