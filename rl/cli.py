@@ -35,8 +35,11 @@ def list_recipes() -> list[tuple[str, str]]:
 
     out = []
     for path in sorted(RECIPE_DIR.glob("*.yaml")):
-        data = OmegaConf.load(path)
-        out.append((path.stem, str(data.get("description", ""))))
+        try:
+            desc = str(OmegaConf.load(path).get("description", ""))
+        except Exception as e:  # noqa: BLE001 - list the rest, flag this one
+            desc = f"(cannot be read: {str(e).splitlines()[0]})"
+        out.append((path.stem, desc))
     return out
 
 
