@@ -33,3 +33,20 @@ class WorkerInfo:
     node: str = "?"
     pid: int = -1
     last_request: str = ""
+
+
+@dataclass
+class EngineSpec:
+    """Settings of one rollout engine (what RolloutPool passes to each worker actor)."""
+
+    model_path: str
+    backend: str = "vllm"  # vllm | hf
+    dtype: str = "bfloat16"
+    max_model_len: int = 512
+    memory_fraction: float = 0.25  # vLLM gpu_memory_utilization; on CPU the share of the NUMA node's RAM
+    seed: int = 0  # engine seed; worker i uses seed + i so workers do not draw the same samples
+    logprobs_mode: str = "processed_logprobs"  # logprobs after temperature / top-k / top-p (what was sampled from)
+    enforce_eager: bool = True  # CUDA graphs / torch.compile off (CPU: compile buys little, costs start-up)
+    max_num_seqs: int = 512  # sequences decoded together (CPU default 256 halves the batch of 64 prompts x 8)
+    hf_batch_prompts: int = 64  # hf backend: prompts per generate() call (x n rows)
+    extra: dict = field(default_factory=dict)  # passed through to vllm.LLM(...) as keyword arguments

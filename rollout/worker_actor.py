@@ -1,0 +1,106 @@
+"""The Ray actor that owns one rollout engine (vLLM or transformers) on its node.
+
+``RolloutPool`` creates it with ``ray.remote(RolloutWorker).options(...)``; the
+constructor only records settings so that a start-up failure surfaces from
+``start()`` as an ordinary, explained error rather than as a dead actor.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+
+from rollout.errors import RolloutError
+from rollout.types import Completion, EngineSpec, SamplingSpec
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"
+
+
+class RolloutWorker:
+    def __init__(self, spec: EngineSpec, index: int):
+        self.spec = spec
+        self.index = index
+        self.engine = None
+
+    def identity(self) -> dict:
+        import ray
+
+        return {"node": ray.util.get_node_ip_address() or socket.gethostname(), "pid": os.getpid(),
+                "node_id": ray.get_runtime_context().get_node_id()}
+
+    def start(self) -> dict:
+        """Build the engine; a failure raises RolloutError with one line naming the setting to change."""
+        try:
+            if self.spec.backend == "hf":
+                from rollout.hf_backend import HFEngine
+
+                self.engine = HFEngine(self.spec, self.index)
+            else:
+                from rollout.vllm_adapter import VLLMEngine
+
+                self.engine = VLLMEngine(self.spec, self.index)
+        except Exception as exc:  # explained here, where the engine's own message is at hand
+            reason = None
+            if self.spec.backend != "hf":
+                from rollout.vllm_adapter import explain_startup_error
+
+                reason = explain_startup_error(exc, self.spec)
+            if reason is None and isinstance(exc, FileNotFoundError) and "model path" in str(exc):
+                reason = str(exc)
+            if reason is None and self.spec.backend == "hf" and not os.path.isdir(self.spec.model_path):
+                reason = f"model path {self.spec.model_path!r} does not exist on this node: set model.name_or_path"
+            raise RolloutError(f"{self.spec.backend} engine could not start: "
+                               f"{reason or _last_line(exc)}") from None
+        return self.identity()
+
+    def generate(self, prompt_ids: list[list[int]], sampling: SamplingSpec,
+                 first_index: int) -> list[list[Completion]]:
+        return self.engine.generate(prompt_ids, sampling, first_index)
+
+    # ---- weight sync (called by rollout.weight_sync backends)
+
+    def load_weights_from_files(self, paths: list[str], timeout_s: float) -> int:
+        return self.engine.reload_from_files(paths, timeout_s)
+
+    def load_weights_from_bytes(self, blobs: list[bytes], timeout_s: float) -> int:
+        """For a worker on another node than the trainer: the shared-memory files arrive as bytes."""
+        folder = tempfile.mkdtemp(prefix="tokencredit-sync-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        paths = []
+        try:
+            for i, blob in enumerate(blobs):
+                paths.append(os.path.join(folder, f"bucket{i:04d}.safetensors"))
+                with open(paths[-1], "wb") as f:
+                    f.write(blob)
+            return self.engine.reload_from_files(paths, timeout_s)
+        finally:
+            for p in paths:
+                os.unlink(p)
+            os.rmdir(folder)
+
+    def init_weight_group(self, host: str, port: int, rank: int, world_size: int, timeout_s: float) -> None:
+        self._require_vllm("nccl")
+        self.engine.init_weight_group(host, port, rank, world_size, timeout_s)
+
+    def load_broadcast_bucket(self, metas: list[tuple], nbytes: int, timeout_s: float) -> int:
+        return self.engine.load_broadcast_bucket(metas, nbytes, timeout_s)
+
+    def load_ipc_bucket(self, handle: bytes, metas: list[tuple], device_uuid: str, timeout_s: float) -> int:
+        self._require_vllm("cuda_ipc")
+        return self.engine.load_ipc_bucket(handle, metas, device_uuid, timeout_s)
+
+    def finish_weight_sync(self) -> None:
+        self.engine.finish_weight_sync()
+
+    def _require_vllm(self, sync_backend: str) -> None:
+        if self.spec.backend == "hf":
+            raise RolloutError(f"rollout.sync_backend={sync_backend} needs rollout.backend=vllm "
+                               f"(the hf backend syncs through cpu_shm)")
+
+    def shutdown(self) -> None:
+        if self.engine is not None:
+            self.engine.shutdown()
+            self.engine = None
