@@ -160,12 +160,13 @@ class AlgorithmConfig:
 class TrainerConfig:
     steps: int = _h(20, "rollout/update iterations")
     prompts_per_step: int = _h(8, "prompts per rollout batch (rows = prompts_per_step * rollout.n)")
-    micro_batch_size: int = _h(8, "rows per forward/backward")
+    micro_batch_size: int = _h(8, "max rows per forward/backward on a rank")
     lr: float = _h(1e-6, "peak learning rate")
     lr_schedule: str = _h("constant", "constant | cosine | linear (after warmup)")
     warmup_steps: int = _h(0, "optimizer steps of linear warmup")
     weight_decay: float = _h(0.0, "AdamW weight decay")
     betas: list[float] = _h([0.9, 0.999], "AdamW betas")
+    adam_eps: float = _h(1e-8, "AdamW epsilon")
     grad_clip: float = _h(1.0, "gradient norm clip (0 = off)")
     zero_stage: int = _h(0, "DeepSpeed ZeRO stage 0-3")
     offload_optimizer: bool = _h(False, "ZeRO optimizer-state offload to CPU")
@@ -285,10 +286,11 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     if rows % a.mini_batches:
         raise _fail(source, "algorithm.mini_batches",
                     f"rollout batch of {rows} rows (trainer.prompts_per_step * rollout.n) is not divisible by {a.mini_batches}")
-    mini = rows // a.mini_batches
-    if mini % (t.micro_batch_size * t.num_ranks):
-        raise _fail(source, "trainer.micro_batch_size",
-                    f"mini-batch of {mini} rows is not divisible by micro_batch_size*num_ranks = {t.micro_batch_size * t.num_ranks}")
+    # micro_batch_size is an upper bound: uneven micro-batches are aggregated exactly (rl/engine.py).
+    if t.micro_batch_size < 1 or t.num_ranks < 1:
+        raise _fail(source, "trainer.micro_batch_size" if t.micro_batch_size < 1 else "trainer.num_ranks", "must be >= 1")
+    if rows // a.mini_batches < t.num_ranks:
+        raise _fail(source, "trainer.num_ranks", f"{t.num_ranks} ranks but only {rows // a.mini_batches} rows per mini-batch")
     if not 0 <= t.zero_stage <= 3:
         raise _fail(source, "trainer.zero_stage", f"{t.zero_stage} is not in 0..3")
     if t.offload_params and t.zero_stage != 3:

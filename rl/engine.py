@@ -84,7 +84,7 @@ class PolicyEngine:
 
         t = cfg.trainer
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay,
+        optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), eps=t.adam_eps, weight_decay=t.weight_decay,
                                       fused=True)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(t.lr_schedule, t.warmup_steps, total_optimizer_steps))

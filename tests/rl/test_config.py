@@ -69,9 +69,13 @@ def test_batch_not_divisible_by_mini_batches(tmp_path):
     assert "algorithm.mini_batches" in msg and "9 rows" in msg
 
 
-def test_mini_batch_not_divisible_by_micro(tmp_path):
-    msg = error(tmp_path, GOOD + "trainer: {prompts_per_step: 2, micro_batch_size: 3}\nrollout: {n: 4}\n")
-    assert "trainer.micro_batch_size" in msg
+def test_more_ranks_than_rows(tmp_path):
+    msg = error(tmp_path, GOOD + "trainer: {prompts_per_step: 1, num_ranks: 4}\nrollout: {n: 2}\n")
+    assert "trainer.num_ranks" in msg
+
+
+def test_micro_batch_must_be_positive(tmp_path):
+    assert "trainer.micro_batch_size" in error(tmp_path, GOOD + "trainer: {micro_batch_size: 0}\n")
 
 
 def test_group_of_one_rejected_for_group_relative_advantage(tmp_path):

@@ -1,4 +1,4 @@
-"""Shared fixtures for the end-to-end tests: a tiny random Llama with the SmolLM2 tokenizer."""
+"""Shared fixtures: a tiny random Llama with the SmolLM2 tokenizer, a local Ray instance."""
 
 from __future__ import annotations
 
