@@ -16,6 +16,12 @@ returns None with a warning, unless ``data.holdout_fraction`` > 0: then that fra
 of the train split (a fixed seeded permutation, so the same rows every run) becomes
 the test split and is removed from the train split.
 
+Columns: ``data.prompt_field`` / ``data.answer_field`` may be dotted paths into nested
+records (``reward_model.ground_truth``); ``data.extra_columns`` reach reward functions
+under their own names. A built-in task always passes its own columns (countdown:
+``numbers``, ``target``). A missing or null value is an error naming the key, the
+source (and file), the row and the available columns.
+
 Each row becomes a ``PromptRow``: the templated text, its token ids, the answer and
 the extra columns. Templated text is tokenized with ``add_special_tokens=False``
 because chat templates already write their special tokens (no duplicate BOS);
@@ -88,6 +94,7 @@ def load_prompts(cfg, tokenizer, split: str, limit: int | None = None) -> Prompt
 
     ``limit`` keeps the first ``limit`` source rows (before long prompts are dropped).
     """
+    _check_cfg(cfg)
     raw, indices, available, origin = _load_split(cfg, split)
     if limit is not None and limit < len(indices):
         raw = raw[:limit] if isinstance(raw, list) else raw.select(range(limit))
@@ -121,6 +128,18 @@ def load_prompts(cfg, tokenizer, split: str, limit: int | None = None) -> Prompt
             raise DataError(f"{where}: all {dropped} prompts are longer than data.max_prompt_tokens="
                             f"{cfg.max_prompt_tokens}")
     return PromptSet(rows, dropped, cfg.source, split, extra)
+
+
+def _check_cfg(cfg) -> None:
+    """The data.* settings load_prompts relies on (also reached without rl.config.validate)."""
+    if cfg.on_long_prompt not in ("drop", "error"):
+        raise DataError(f"data.on_long_prompt: {cfg.on_long_prompt!r} is not one of ['drop', 'error']")
+    if cfg.chat_template_fallback not in ("error", "plain"):
+        raise DataError(f"data.chat_template_fallback: {cfg.chat_template_fallback!r} is not one of ['error', 'plain']")
+    if cfg.max_prompt_tokens < 1:
+        raise DataError(f"data.max_prompt_tokens: {cfg.max_prompt_tokens} must be >= 1")
+    if not 0 <= cfg.holdout_fraction < 1:
+        raise DataError(f"data.holdout_fraction: {cfg.holdout_fraction} must be in [0, 1)")
 
 
 def load_train_prompts(cfg, tokenizer, limit: int | None = None) -> PromptSet:
@@ -233,7 +252,15 @@ def _load_split(cfg, split: str) -> tuple[Any, list[int], list[str], str]:
             raise MissingSplitError(f"{key}={split!r}: built-in task {cfg.source!r} has splits 'train' and 'test'")
         rows = generate_task(name, cfg.task, split)
         return rows, list(range(len(rows))), sorted(rows[0]) if rows else [], ""
-    splits, origin = _load_dataset_dict(cfg)
+    import datasets
+
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # "Generating train split" bars for a few-KB file are noise in run logs
+    try:
+        splits, origin = _load_dataset_dict(cfg)
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
     return _select_split(cfg, splits, split, origin)
 
 
@@ -258,8 +285,6 @@ def _select_split(cfg, splits, split: str, origin: str) -> tuple[Any, list[int],
 
 def _holdout_indices(n: int, fraction: float) -> tuple[list[int], list[int]]:
     """(held-out, kept) row indices: a fixed seeded permutation, each part in source order."""
-    if not 0 < fraction < 1:
-        raise DataError(f"data.holdout_fraction: {fraction} must be in [0, 1)")
     order = list(range(n))
     rng = random.Random(_HOLDOUT_SEED)
     for i in range(n - 1, 0, -1):

@@ -228,3 +228,10 @@ def test_hub_name_with_hf_hub_offline_errors_without_hanging():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "ERR data.source='tokencredit-bogus/no-such-dataset'" in out.stdout, out.stderr
     assert "HF_HUB_OFFLINE" in out.stdout
+
+
+@pytest.mark.parametrize("key,value", [("holdout_fraction", 1.0), ("on_long_prompt", "truncate"),
+                                       ("chat_template_fallback", "raw"), ("max_prompt_tokens", 0)])
+def test_bad_data_settings_name_the_key(tok, key, value):
+    with pytest.raises(DataError, match=f"data.{key}"):
+        load_prompts(DataConfig(**{key: value}), tok, "train")
