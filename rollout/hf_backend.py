@@ -67,7 +67,8 @@ class HFEngine:
         self.spec = spec
         self.tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
         dtype = getattr(torch, spec.dtype) if spec.dtype != "auto" else "auto"
-        self.model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype).eval()
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the actor's GPU, if given one
+        self.model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype).eval().to(self.device)
         self.eos_ids = self._eos_ids()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         self.generator_seed = spec.seed + worker_index
@@ -109,11 +110,12 @@ class HFEngine:
         recorder = _SampledLogprobRecorder() if sampling.logprobs else None
         processors = (_warpers(sampling) if do_sample else []) + ([recorder] if recorder else [])
         seqs = self.model.generate(
-            input_ids=ids, attention_mask=mask, generation_config=config,
+            input_ids=ids.to(self.device), attention_mask=mask.to(self.device), generation_config=config,
             logits_processor=LogitsProcessorList(processors),
             tokenizer=self.tokenizer if sampling.stop else None)
         new = seqs[:, width:]
-        logps = recorder.finish(new[:, -1]) if recorder is not None and new.shape[1] else None
+        logps = recorder.finish(new[:, -1]).cpu() if recorder is not None and new.shape[1] else None
+        new = new.cpu()
         groups = []
         for i in range(len(prompts)):
             group = []

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes.util
 import glob
+import logging
 import os
 import pickle
 import sys
@@ -220,10 +221,28 @@ def _device_index_of(uuid: str) -> int:
                        f"(set RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES=1, or use rollout.sync_backend=nccl)")
 
 
+class _ExpectedReloadWarnings(logging.Filter):
+    """Drop vLLM's "X: Failed to load weights" for layers that never have checkpoint tensors.
+
+    Rotary embeddings hold computed buffers and a tied LM head shares the embedding, so
+    every reload would warn about them; a warning for any other layer (a tensor the
+    trainer forgot to send) still gets through.
+    """
+
+    NO_CHECKPOINT_TENSORS = ("RotaryEmbedding", "ParallelLMHead")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == "%s: Failed to load weights" and record.args
+                    and str(record.args[0]).endswith(self.NO_CHECKPOINT_TENSORS))
+
+
 class WeightSyncExtension:
     """Mixed into vLLM's worker (``worker_extension_cls``); ``self`` is that worker."""
 
     def tc_reload_from_files(self, paths: list[str]) -> int:
+        log = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+        if not any(isinstance(f, _ExpectedReloadWarnings) for f in log.filters):
+            log.addFilter(_ExpectedReloadWarnings())
         count = 0
 
         def counted():

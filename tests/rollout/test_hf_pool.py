@@ -38,3 +38,23 @@ def test_sync_changes_then_restores_greedy_output(hf_pool, tiny_model_dir):
     assert [g[0].token_ids for g in hf_pool.generate(PROMPTS, greedy)] != before
     hf_pool.sync_weights(original, step=2)
     assert [g[0].token_ids for g in hf_pool.generate(PROMPTS, greedy)] == before
+
+
+def test_a_worker_on_another_node_gets_the_files_as_bytes(hf_pool, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    greedy = SamplingSpec(n=1, temperature=0.0, max_tokens=6)
+    before = [g[0].token_ids for g in hf_pool.generate(PROMPTS, greedy)]
+    original = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).state_dict()
+    torch.manual_seed(1)
+    worker = hf_pool.workers[1]  # prompt 2 goes to worker 1
+    real_node = worker.node_id
+    worker.node_id = "another-node"  # its /dev/shm is not ours: the sync must ship bytes through Ray
+    try:
+        hf_pool.sync_weights({k: v + torch.randn_like(v) for k, v in original.items()}, step=3)
+        changed = [g[0].token_ids for g in hf_pool.generate(PROMPTS, greedy)]
+        assert changed[2] != before[2]
+        hf_pool.sync_weights(original, step=4)
+        assert [g[0].token_ids for g in hf_pool.generate(PROMPTS, greedy)] == before
+    finally:
+        worker.node_id = real_node
