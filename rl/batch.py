@@ -47,6 +47,6 @@ def train_tensors(exp: Experience, rows: torch.Tensor) -> dict:
     out = {"loss_mask": sub.loss_mask()[:, :width]}
     for k in TRAIN_KEYS:
         v = getattr(sub, k, None)
-        if isinstance(v, torch.Tensor):
+        if isinstance(v, torch.Tensor):  # None (e.g. old_logp without an old-policy pass) is left out
             out[k] = v[:, :width] if v.dim() == 2 and k not in ("prompt_ids", "prompt_mask") else v
     return out

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np

@@ -259,8 +259,8 @@ def _get(cfg: Config, dotted: str) -> Any:
 
 def validate(cfg: Config, source: str = "<config>") -> None:
     """Cross-field checks; each error names the key(s) and the file."""
-    from rl.algorithms.registry import ADVANTAGES, CREDITS, POLICY_LOSSES
     from rl.algorithms import load_all  # registers the built-in pieces
+    from rl.algorithms.registry import ADVANTAGES, CREDITS, POLICY_LOSSES
 
     load_all()
     for key, allowed in _CHOICES.items():

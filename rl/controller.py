@@ -52,13 +52,14 @@ def train(cfg: Config, recipe_path: str | None = None) -> Path:
             exp = build_experience(got.prompt_ids, got.groups, got.rewards, c.pad_id)
             metrics = dict(got.metrics)
 
-            with timer("old_logp"):
-                kl_as_loss = cfg.algorithm.kl.coef > 0 and cfg.algorithm.kl.mode == "loss"
-                need_ref = cfg.algorithm.kl.coef > 0
-                stats = trainers.forward_stats(forward_inputs(exp), "entropy" in needs, "hidden" in needs, need_ref)
-                exp.old_logp, exp.entropy, exp.hidden = stats["old_logp"], stats.get("entropy"), stats.get("hidden")
-                exp.ref_logp = stats.get("ref_logp")
-                metrics.update(trainers.mismatch(forward_inputs(exp) | {"sampler_logp": exp.sampler_logp}, exp.old_logp))
+            kl_as_loss = cfg.algorithm.kl.coef > 0 and cfg.algorithm.kl.mode == "loss"
+            need_ref = cfg.algorithm.kl.coef > 0
+            if needs_old_pass(cfg, needs):  # else the update's own forward gives old_logp (on-policy)
+                with timer("old_logp"):
+                    stats = trainers.forward_stats(forward_inputs(exp), "entropy" in needs, "hidden" in needs, need_ref)
+                    exp.old_logp, exp.entropy, exp.hidden = stats["old_logp"], stats.get("entropy"), stats.get("hidden")
+                    exp.ref_logp = stats.get("ref_logp")
+                    metrics.update(trainers.mismatch(forward_inputs(exp) | {"sampler_logp": exp.sampler_logp}, exp.old_logp))
             if need_ref and not kl_as_loss:  # KL as a reward penalty (InstructGPT style)
                 exp.rewards, row_kl = kl_penalty_reward(exp.rewards, exp.old_logp, exp.ref_logp,
                                                         exp.completion_mask, cfg.algorithm.kl.coef)
@@ -103,6 +104,12 @@ def train(cfg: Config, recipe_path: str | None = None) -> Path:
             tracker.close()
         write_report(run_dir, f"{cfg.name}: {run_dir.name}")
         c.close()
+
+
+def needs_old_pass(cfg: Config, needs: set[str]) -> bool:
+    """A separate no-grad pass is needed unless one on-policy update needs nothing but log-probs."""
+    a = cfg.algorithm
+    return a.epochs > 1 or a.mini_batches > 1 or bool(needs) or a.kl.coef > 0
 
 
 def update_policy(trainers, exp, cfg: Config) -> dict[str, float]:

@@ -181,9 +181,15 @@ class PolicyEngine:
         for i, mb in enumerate(micro_batches):
             logp, _, _ = self._logp(self.engine.module, mb)
             mask = mb["loss_mask"].to(self.device)
-            old = mb["old_logp"].to(self.device)
+            # On-policy single update: parameters only change after the last micro-batch, so the
+            # current log-probs ARE the old policy's (ratio 1, as TRL/TW-GRPO with one iteration).
+            old = mb["old_logp"].to(self.device) if "old_logp" in mb else logp.detach()
             tok_loss, metrics = loss_fn(logp, old, mb["advantages"].to(self.device), mask,
                                         eps_low=a.eps_low, eps_high=a.eps_high, dual_clip=a.dual_clip)
+            if "old_logp" not in mb and "sampler_logp" in mb:
+                sampler = mb["sampler_logp"].to(self.device)
+                for k, v in mismatch_metrics(old, sampler, mb["completion_mask"].to(self.device)).items():
+                    metrics[f"mismatch/{k}"] = v
             if a.tis.enable and "sampler_logp" in mb:
                 tok_loss = tok_loss * tis_weights(old, mb["sampler_logp"].to(self.device), mask, a.tis.cap)
             tok_loss = tok_loss * mb["token_weight"].to(self.device)
@@ -206,7 +212,7 @@ class PolicyEngine:
             sums["_tokens"] = sums.get("_tokens", 0.0) + w
             loss_sum += share.item()
         tokens = max(sums.pop("_tokens", 0.0), 1.0)
-        out = {f"train/{k}": v / tokens for k, v in sums.items()}
+        out = {(k if "/" in k else f"train/{k}"): v / tokens for k, v in sums.items()}
         out["train/loss"] = loss_sum  # this rank's share; shares sum to the mini-batch loss
         out["train/grad_norm"] = grad_norm
         out["train/lr"] = float(self.scheduler.get_last_lr()[0])
