@@ -37,7 +37,7 @@ from rollout.errors import RolloutError
 from rollout.remote import WorkerHandle, wait_all
 from rollout.types import Completion, EngineSpec, SamplingSpec, WorkerInfo
 from rollout.weight_sync import make_weight_sync, resolve_backend
-from rollout.weight_sync.prepare import cast_for_transfer, read_model_layout, validate_named_tensors
+from rollout.weight_sync.prepare import read_model_layout, validate_named_tensors
 from rollout.worker_actor import RolloutWorker
 
 BACKENDS = ("vllm", "hf")
@@ -124,7 +124,8 @@ class RolloutPool:
             name = resolve_backend(sync_backend, cuda_available=torch.cuda.is_available(),
                                    num_gpus_per_worker=num_gpus_per_worker)
             self.sync_backend = name
-            self._sync = make_weight_sync(name, self.workers, bucket_mb=sync_bucket_mb, timeout_s=sync_timeout_s)
+            self._sync = make_weight_sync(name, self.workers, bucket_mb=sync_bucket_mb, timeout_s=sync_timeout_s,
+                                          dtype=self.dtype)
             self._sync.setup()
         except BaseException:
             self.shutdown()
@@ -206,8 +207,7 @@ class RolloutPool:
             raise RolloutError("sync_weights called on a pool that was shut down")
         start = time.perf_counter()
         items = validate_named_tensors(named_tensors, tied_embeddings=self._tied, expected_shapes=self._shapes)
-        device = "cpu" if self.sync_backend == "cpu_shm" else None
-        self._sync.push(cast_for_transfer(items, dtype=self.dtype, device=device), step)
+        self._sync.push(items, step)  # the backend casts to the engine dtype as it packs
         for w in self.workers:
             w.info.last_request = f"sync_weights step {step} (done)"
         return time.perf_counter() - start

@@ -34,7 +34,8 @@ TIMEOUT_KEY = "rollout.sync_timeout_s"
 class WeightSync(ABC):
     name: ClassVar[str]
 
-    def __init__(self, workers: list[WorkerHandle], *, bucket_bytes: int, timeout_s: float):
+    def __init__(self, workers: list[WorkerHandle], *, bucket_bytes: int, timeout_s: float,
+                 dtype: torch.dtype | None = None):
         if bucket_bytes <= 0:
             raise RolloutError(f"rollout.sync_bucket_mb must be positive (got {bucket_bytes} bytes)")
         if timeout_s <= 0:
@@ -42,13 +43,14 @@ class WeightSync(ABC):
         self.workers = workers
         self.bucket_bytes = bucket_bytes
         self.timeout_s = timeout_s
+        self.dtype = dtype  # floating tensors are cast to the engine dtype while being packed
 
     def setup(self) -> None:  # noqa: B027 - optional hook, most backends need no set-up
         """Once, after the workers started (e.g. build the NCCL group)."""
 
     @abstractmethod
     def push(self, named: Iterable[tuple[str, torch.Tensor]], step: int) -> int:
-        """Send the (already validated, cast) tensors to every worker; return how many were sent."""
+        """Send the (already validated) tensors to every worker, cast to ``self.dtype``; return how many."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what ``setup`` built."""

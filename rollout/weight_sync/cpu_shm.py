@@ -8,10 +8,15 @@ writes every bucket first and then asks each worker for one reload over the file
 Files, not tensors, cross the process boundary: vLLM's RPC serialisers mangle
 tensors, and a path in shared memory costs nothing to send. Workers on another
 node than the trainer receive the files' bytes through Ray's object store instead.
+
+The bucket files stay in /dev/shm between syncs (one engine-dtype copy of the model)
+and are rewritten in place, which avoids re-faulting their pages at every step;
+``close()`` (``RolloutPool.shutdown``) removes them.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
@@ -19,55 +24,47 @@ from collections.abc import Iterable
 
 import ray
 import torch
-from safetensors.torch import save_file
 
 from rollout.remote import WorkerHandle
 from rollout.weight_sync.base import WeightSync, local_node_id
 from rollout.weight_sync.packing import bucket_named_tensors
+from rollout.weight_sync.safetensors_file import write_bucket_file
 
 
 class SharedMemorySync(WeightSync):
     name = "cpu_shm"
 
     def __init__(self, workers: list[WorkerHandle], *, bucket_bytes: int, timeout_s: float,
-                 shm_dir: str = "/dev/shm"):
-        super().__init__(workers, bucket_bytes=bucket_bytes, timeout_s=timeout_s)
+                 dtype: torch.dtype | None = None, shm_dir: str = "/dev/shm"):
+        super().__init__(workers, bucket_bytes=bucket_bytes, timeout_s=timeout_s, dtype=dtype)
         self.folder = tempfile.mkdtemp(prefix="tokencredit-sync-", dir=shm_dir if os.path.isdir(shm_dir) else None)
 
-    def write_buckets(self, named: Iterable[tuple[str, torch.Tensor]], step: int) -> tuple[list[str], int]:
-        """Write the tensors as bucket files; (paths, number of tensors)."""
+    def write_buckets(self, named: Iterable[tuple[str, torch.Tensor]]) -> tuple[list[str], int]:
+        """Write the tensors as bucket files (cast to the engine dtype); (paths, number of tensors)."""
         paths, count = [], 0
-        for i, bucket in enumerate(bucket_named_tensors(named, self.bucket_bytes)):
-            path = os.path.join(self.folder, f"step{step}-bucket{i:04d}.safetensors")
-            save_file({name: t.cpu() for name, t in bucket}, path)
-            paths.append(path)
+        for i, bucket in enumerate(bucket_named_tensors(named, self.bucket_bytes, self.dtype)):
+            paths.append(os.path.join(self.folder, f"bucket{i:04d}.safetensors"))
+            write_bucket_file(paths[-1], bucket, self.dtype)
             count += len(bucket)
+        for stale in set(glob.glob(os.path.join(self.folder, "bucket*.safetensors"))) - set(paths):
+            os.unlink(stale)  # left by an earlier, larger sync
         return paths, count
 
     def push(self, named: Iterable[tuple[str, torch.Tensor]], step: int) -> int:
-        paths: list[str] = []
-        try:
-            paths, count = self.write_buckets(named, step)
-            here = local_node_id()
-            blobs = None
-            if any(w.node_id != here for w in self.workers):
-                blobs = ray.put([open(p, "rb").read() for p in paths])  # once, shared by all remote workers
-
-            what = "reload weights from shared memory"
-            local = [w for w in self.workers if w.node_id == here]
-            remote = [w for w in self.workers if w.node_id != here]
-            calls = []
-            for group, method, source in ((local, "load_weights_from_files", paths),
-                                          (remote, "load_weights_from_bytes", blobs)):
-                for w in group:
-                    w.info.last_request = f"{what} (sync_weights step {step})"
-                    calls.append((w.info, getattr(w.actor, method).remote(source, self.timeout_s)))
-            self._wait(calls, what, step)
-            return count
-        finally:
-            for p in paths:
-                if os.path.exists(p):
-                    os.unlink(p)
+        paths, count = self.write_buckets(named)
+        here = local_node_id()
+        blobs = None
+        if any(w.node_id != here for w in self.workers):
+            blobs = ray.put([open(p, "rb").read() for p in paths])  # once, shared by all remote workers
+        what = "reload weights from shared memory"
+        calls = []
+        for w in self.workers:
+            local = w.node_id == here
+            w.info.last_request = f"{what} (sync_weights step {step})"
+            method = w.actor.load_weights_from_files if local else w.actor.load_weights_from_bytes
+            calls.append((w.info, method.remote(paths if local else blobs, self.timeout_s)))
+        self._wait(calls, what, step)
+        return count
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

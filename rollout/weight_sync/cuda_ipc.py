@@ -33,15 +33,16 @@ def ipc_handle(flat: torch.Tensor) -> bytes:
 class CudaIpcSync(WeightSync):
     name = "cuda_ipc"
 
-    def __init__(self, workers: list[WorkerHandle], *, bucket_bytes: int, timeout_s: float):
-        super().__init__(workers, bucket_bytes=bucket_bytes, timeout_s=timeout_s)
+    def __init__(self, workers: list[WorkerHandle], *, bucket_bytes: int, timeout_s: float,
+                 dtype: torch.dtype | None = None):
+        super().__init__(workers, bucket_bytes=bucket_bytes, timeout_s=timeout_s, dtype=dtype)
         self.device = require_cuda(self.name)
         self.device_uuid = str(torch.cuda.get_device_properties(self.device).uuid)
 
     def push(self, named: Iterable[tuple[str, torch.Tensor]], step: int) -> int:
         count = 0
-        for i, bucket in enumerate(bucket_named_tensors(named, self.bucket_bytes)):
-            flat, metas = pack_bucket(bucket, device=self.device)
+        for i, bucket in enumerate(bucket_named_tensors(named, self.bucket_bytes, self.dtype)):
+            flat, metas = pack_bucket(bucket, device=self.device, dtype=self.dtype)
             torch.cuda.current_stream(self.device).synchronize()  # the copy must land before others read it
             handle, rows = ipc_handle(flat), [astuple(m) for m in metas]
             self._call_all("load_ipc_bucket", f"load CUDA IPC bucket {i}", step,

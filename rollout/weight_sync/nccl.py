@@ -34,8 +34,9 @@ def _free_port(host: str) -> int:
 class NcclBroadcastSync(WeightSync):
     name = "nccl"
 
-    def __init__(self, workers: list[WorkerHandle], *, bucket_bytes: int, timeout_s: float):
-        super().__init__(workers, bucket_bytes=bucket_bytes, timeout_s=timeout_s)
+    def __init__(self, workers: list[WorkerHandle], *, bucket_bytes: int, timeout_s: float,
+                 dtype: torch.dtype | None = None):
+        super().__init__(workers, bucket_bytes=bucket_bytes, timeout_s=timeout_s, dtype=dtype)
         self.device = require_cuda(self.name)
         self.comm = None
 
@@ -61,8 +62,8 @@ class NcclBroadcastSync(WeightSync):
         if self.comm is None:
             self.setup()
         count = 0
-        for i, bucket in enumerate(bucket_named_tensors(named, self.bucket_bytes)):
-            flat, metas = pack_bucket(bucket, device=self.device)
+        for i, bucket in enumerate(bucket_named_tensors(named, self.bucket_bytes, self.dtype)):
+            flat, metas = pack_bucket(bucket, device=self.device, dtype=self.dtype)
             rows = [astuple(m) for m in metas]
             what = f"receive NCCL bucket {i}"
             calls = self._submit_all("load_broadcast_bucket", what, step, args=(rows, flat.numel(), self.timeout_s))

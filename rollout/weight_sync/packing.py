@@ -1,9 +1,11 @@
 """Bucketing and flat packing of named tensors (pure torch; runs on both ends of a sync).
 
 A bucket is a list of (name, tensor) of at most ``bucket_bytes`` (a tensor larger
-than that travels alone). GPU backends pack a bucket into one flat uint8 buffer so
-that one NCCL broadcast / one CUDA IPC handle moves it; the receiver unpacks views
-into that buffer, without copies.
+than that travels alone), counted in the dtype it is sent in: floating tensors are
+cast to the engine's dtype while they are copied into the send buffer (one pass, no
+intermediate copy). GPU backends pack a bucket into one flat uint8 buffer so that one
+NCCL broadcast / one CUDA IPC handle moves it; the receiver unpacks views into that
+buffer, without copies.
 """
 
 from __future__ import annotations
@@ -27,8 +29,13 @@ class TensorMeta:
     nbytes: int
 
 
-def tensor_nbytes(t: torch.Tensor) -> int:
-    return t.numel() * t.element_size()
+def wire_dtype(t: torch.Tensor, dtype: torch.dtype | None) -> torch.dtype:
+    """The dtype ``t`` travels in: the engine dtype for floating tensors, its own otherwise."""
+    return dtype if dtype is not None and t.is_floating_point() else t.dtype
+
+
+def tensor_nbytes(t: torch.Tensor, dtype: torch.dtype | None = None) -> int:
+    return t.numel() * wire_dtype(t, dtype).itemsize
 
 
 def dtype_from_name(name: str) -> torch.dtype:
@@ -42,15 +49,15 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def bucket_named_tensors(named: Iterable[tuple[str, torch.Tensor]],
-                         bucket_bytes: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
-    """Group tensors in order into buckets of at most ``bucket_bytes`` (oversized ones alone)."""
+def bucket_named_tensors(named: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int,
+                         dtype: torch.dtype | None = None) -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """Group tensors in order into buckets of at most ``bucket_bytes`` as sent (oversized ones alone)."""
     if bucket_bytes <= 0:
         raise ValueError(f"bucket size must be positive, got {bucket_bytes} bytes (rollout.sync_bucket_mb)")
     bucket: list[tuple[str, torch.Tensor]] = []
     size = 0
     for name, tensor in named:
-        nbytes = tensor_nbytes(tensor)
+        nbytes = tensor_nbytes(tensor, dtype)
         if bucket and size + nbytes > bucket_bytes:
             yield bucket
             bucket, size = [], 0
@@ -64,25 +71,26 @@ def _aligned(n: int) -> int:
     return (n + ALIGN_BYTES - 1) // ALIGN_BYTES * ALIGN_BYTES
 
 
-def plan_bucket(bucket: list[tuple[str, torch.Tensor]]) -> tuple[list[TensorMeta], int]:
+def plan_bucket(bucket: list[tuple[str, torch.Tensor]],
+                dtype: torch.dtype | None = None) -> tuple[list[TensorMeta], int]:
     """Byte layout of a bucket in one flat buffer: (metadata, total bytes)."""
     metas, offset = [], 0
     for name, tensor in bucket:
-        nbytes = tensor_nbytes(tensor)
-        metas.append(TensorMeta(name, dtype_name(tensor.dtype), tuple(tensor.shape), offset, nbytes))
+        nbytes = tensor_nbytes(tensor, dtype)
+        metas.append(TensorMeta(name, dtype_name(wire_dtype(tensor, dtype)), tuple(tensor.shape), offset, nbytes))
         offset = _aligned(offset + nbytes)
     return metas, offset
 
 
-def pack_bucket(bucket: list[tuple[str, torch.Tensor]],
-                device: torch.device | str | None = None) -> tuple[torch.Tensor, list[TensorMeta]]:
-    """Copy a bucket into one flat uint8 tensor (on ``device``, default: the first tensor's)."""
-    metas, total = plan_bucket(bucket)
+@torch.no_grad()
+def pack_bucket(bucket: list[tuple[str, torch.Tensor]], device: torch.device | str | None = None,
+                dtype: torch.dtype | None = None) -> tuple[torch.Tensor, list[TensorMeta]]:
+    """Copy (and cast floating tensors to ``dtype``) a bucket into one flat uint8 tensor on ``device``."""
+    metas, total = plan_bucket(bucket, dtype)
     device = device if device is not None else (bucket[0][1].device if bucket else "cpu")
     flat = torch.empty(max(total, 1), dtype=torch.uint8, device=device)
-    for meta, (_, tensor) in zip(metas, bucket):
-        src = tensor.detach().contiguous().reshape(-1).view(torch.uint8)
-        flat[meta.offset:meta.offset + meta.nbytes].copy_(src)
+    for (_, dst), (_, tensor) in zip(unpack_bucket(flat, metas), bucket):
+        dst.copy_(tensor)  # cast + move + gather strides, in one pass
     return flat, metas
 
 

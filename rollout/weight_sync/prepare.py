@@ -3,16 +3,16 @@
 The trainer passes ``model.state_dict()`` names of a transformers causal LM. Here we
 (1) reject names and shapes the rollout model does not have, with the tensor named,
 (2) drop ``lm_head.weight`` of tied-embedding models (it is ``model.embed_tokens.weight``;
-vLLM skips it anyway and safetensors refuses shared storage), (3) cast floating
-tensors to the engine dtype on the sender, which halves the bytes for bf16 engines
-and keeps the rounding identical to vLLM's own load.
+vLLM skips it anyway and safetensors refuses shared storage). The backends then cast
+floating tensors to the engine dtype while packing (rollout.weight_sync.packing),
+which halves the bytes for bf16 engines and rounds exactly as vLLM's own load does.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -73,15 +73,3 @@ def validate_named_tensors(named: Mapping[str, torch.Tensor] | Iterable[tuple[st
     if not out:
         raise ValueError("sync_weights: no tensors to send")
     return out
-
-
-def cast_for_transfer(items: Iterable[tuple[str, torch.Tensor]], *, dtype: torch.dtype | None,
-                      device: torch.device | str | None = None) -> Iterator[tuple[str, torch.Tensor]]:
-    """Lazily detach, cast floating tensors to the engine dtype, move, make contiguous (one at a time)."""
-    for name, tensor in items:
-        tensor = tensor.detach()
-        if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
-            tensor = tensor.to(dtype)
-        if device is not None:
-            tensor = tensor.to(device)
-        yield name, tensor.contiguous()

@@ -67,6 +67,18 @@ def test_pack_then_unpack_gives_the_same_tensors_as_views_of_one_buffer():
             assert lo <= got.data_ptr() < hi, f"{name} was copied instead of viewed"
 
 
+def test_packing_casts_floating_tensors_only_and_sizes_buckets_as_sent():
+    w, ids = torch.randn(4, 6, requires_grad=True), torch.arange(3)
+    flat, metas = pack_bucket([("w", w[:, ::2]), ("ids", ids)], dtype=torch.bfloat16)
+    assert [(m.dtype, m.nbytes) for m in metas] == [("bfloat16", 24), ("int64", 24)]
+    out = dict(unpack_bucket(flat, metas))
+    assert torch.equal(out["w"], w[:, ::2].detach().to(torch.bfloat16)) and torch.equal(out["ids"], ids)
+    # 4 fp32 tensors of 8 bytes are 4 bytes each in bf16: two fit in an 8-byte bucket
+    named = [(str(i), torch.zeros(2)) for i in range(4)]
+    assert len(list(bucket_named_tensors(named, bucket_bytes=8, dtype=torch.bfloat16))) == 2
+    assert len(list(bucket_named_tensors(named, bucket_bytes=8))) == 4
+
+
 def test_unpack_refuses_metadata_past_the_buffer():
     flat, metas = pack_bucket([("x", _f32(4))])
     bad = [TensorMeta("x", "float32", (400,), 0, 1600)]

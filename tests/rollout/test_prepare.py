@@ -1,11 +1,11 @@
-"""Validation and casting of the trainer's named tensors before a weight sync."""
+"""Validation of the trainer's named tensors before a weight sync."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from rollout.weight_sync.prepare import cast_for_transfer, read_model_layout, validate_named_tensors
+from rollout.weight_sync.prepare import read_model_layout, validate_named_tensors
 
 SHAPES = {"model.embed_tokens.weight": (10, 4), "model.norm.weight": (4,)}
 
@@ -47,12 +47,3 @@ def test_bad_items_duplicates_and_empty_input_are_rejected():
         validate_named_tensors([("a", torch.zeros(1)), ("a", torch.zeros(1))], tied_embeddings=False)
     with pytest.raises(ValueError, match="no tensors"):
         validate_named_tensors({"lm_head.weight": torch.zeros(1)}, tied_embeddings=True)
-
-
-def test_cast_converts_floats_only_and_makes_contiguous_detached_copies():
-    w = torch.randn(4, 6, requires_grad=True)
-    ids = torch.arange(3)
-    out = dict(cast_for_transfer([("w", w[:, ::2]), ("ids", ids)], dtype=torch.bfloat16))
-    assert out["w"].dtype == torch.bfloat16 and out["w"].is_contiguous() and not out["w"].requires_grad
-    assert torch.equal(out["w"], w[:, ::2].detach().to(torch.bfloat16))
-    assert out["ids"].dtype == torch.int64 and torch.equal(out["ids"], ids)

@@ -7,6 +7,7 @@ survives the trip (metadata rows, IPC handle guard).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import astuple
 
@@ -82,9 +83,11 @@ def test_run_with_timeout_passes_results_and_errors_through():
         run_with_timeout(lambda: {}["boom"], 5, "x")
 
 
-def test_cpu_shm_cleans_up_its_folder(tmp_path):
+def test_cpu_shm_buckets_files_drops_stale_ones_and_cleans_up():
     sync = make_weight_sync("cpu_shm", [WorkerHandle(None, WorkerInfo(0))], bucket_mb=1, timeout_s=5)
-    paths, count = sync.write_buckets([("a", torch.zeros(300_000)), ("b", torch.zeros(10))], step=3)
+    paths, count = sync.write_buckets([("a", torch.zeros(300_000)), ("b", torch.zeros(10))])
     assert count == 2 and len(paths) == 2  # 1.2 MB does not share a 1 MiB bucket
+    fewer, _ = sync.write_buckets([("b", torch.zeros(10))])
+    assert fewer == paths[:1] and not os.path.exists(paths[1])
     sync.close()
-    assert not any(__import__("os").path.exists(p) for p in paths)
+    assert not os.path.exists(paths[0])
