@@ -13,7 +13,7 @@ digits x prompt wording) this measures on held-out prompts, with transformers
 * accuracy split by form: terse equations ("7 * 8 = 56") versus everything else, which
   tells format mistakes (learnable fast) from arithmetic mistakes.
 
-Writes benchmarks/results/base_accuracy.json (with a "summary") and prints a table.
+Writes benchmarks/results/base_accuracy.json (with a "summary") and .png, and prints a table.
 
     python benchmarks/base_accuracy.py --time-dtypes         # all variants (~30 min on 2 busy cores)
     python benchmarks/base_accuracy.py --variants add2_short --prompts 20 --group-prompts 4   # smoke
@@ -167,10 +167,37 @@ def summarize(results: list[dict], args) -> dict:
         "greedy_accuracy": {r["name"]: r["greedy_accuracy"] for r in results},
         "greedy_strict_accuracy": {r["name"]: r["greedy_strict_accuracy"] for r in results},
         "mixed_groups": {r["name"]: {t: s["mixed_groups"] for t, s in r["sampled"].items()} for r in results},
+        "greedy_accuracy_by_form": {r["name"]: {f: v["accuracy"] for f, v in r["greedy_by_form"].items()}
+                                    for r in results if "greedy_by_form" in r},
         "recommended_variant": best["name"],
         "recommended_temperature": float(best_t) if best_t else None,
         "rule": "among variants with greedy accuracy in [0.1, 0.7], the most mixed groups at any temperature",
     }
+
+
+def plot(out: dict, png: Path) -> None:
+    """Bars per variant: greedy accuracy and the fraction of mixed groups at each temperature."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["name"] for r in out["variants"]]
+    temps = out["config"]["temps"]
+    series = [("greedy accuracy", [r["greedy_accuracy"] for r in out["variants"]])]
+    series += [(f"mixed groups, T={t}", [r["sampled"].get(str(t), {}).get("mixed_groups", 0.0)
+                                          for r in out["variants"]]) for t in temps]
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names)), 3.6))
+    for k, (label, values) in enumerate(series):
+        ax.bar([i + k * width for i in range(len(names))], values, width, label=label)
+    ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(names))], names, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"SmolLM2-135M-Instruct before training (groups of {out['config']['n']})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -222,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
         out["dtype_speed"] = previous["dtype_speed"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
+    plot(out, Path(args.out).with_suffix(".png"))
     print(f"{'variant':16s} {'greedy':>6s} {'strict':>6s} " + " ".join(f"{'mix@' + str(t):>8s}" for t in args.temps))
     for r in results:
         print(f"{r['name']:16s} {r['greedy_accuracy']:6.2f} {r['greedy_strict_accuracy']:6.2f} "
