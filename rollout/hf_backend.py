@@ -71,8 +71,8 @@ class HFEngine:
         self.model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype).eval().to(self.device)
         self.eos_ids = self._eos_ids()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
-        self.generator_seed = spec.seed + worker_index
-        torch.manual_seed(self.generator_seed)
+        self.worker_index = worker_index
+        torch.manual_seed(spec.seed + worker_index)
 
     def _eos_ids(self) -> list[int]:
         eos = self.model.generation_config.eos_token_id
@@ -83,6 +83,8 @@ class HFEngine:
     def generate(self, prompt_ids: list[list[int]], sampling: SamplingSpec,
                  first_index: int = 0) -> list[list[Completion]]:
         out: list[list[Completion]] = []
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed + self.worker_index)
         step = max(1, self.spec.hf_batch_prompts)
         for start in range(0, len(prompt_ids), step):
             out += self._generate_chunk(prompt_ids[start:start + step], sampling, first_index + start)

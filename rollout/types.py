@@ -14,6 +14,11 @@ class SamplingSpec:
     max_tokens: int = 64
     stop: list[str] = field(default_factory=list)
     logprobs: bool = True  # return the sampler's logprob of each sampled token
+    # Reseed the engine's sampler before this call (worker i uses seed + i). Same seed + same
+    # prompts + same weights = same samples, which is what makes a resumed run repeat the
+    # uninterrupted one. vLLM's per-request seeds are GPU-only on CPU builds, so this reseeds
+    # the worker process's torch generator instead. None = keep the running RNG stream.
+    seed: int | None = None
 
 
 @dataclass

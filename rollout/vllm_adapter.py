@@ -147,10 +147,8 @@ class VLLMEngine:
     def __init__(self, spec: EngineSpec, worker_index: int = 0):
         from vllm import LLM
 
-        reason = check_model_path(spec.model_path)
-        if reason:
-            raise FileNotFoundError(reason)
         self.spec = spec
+        self.worker_index = worker_index
         kwargs = dict(
             model=spec.model_path, dtype=spec.dtype, max_model_len=spec.max_model_len,
             gpu_memory_utilization=spec.memory_fraction, seed=spec.seed + worker_index,
@@ -164,6 +162,8 @@ class VLLMEngine:
         from vllm.inputs import TokensPrompt
 
         prompts = [TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids]
+        if sampling.seed is not None:
+            self.llm.collective_rpc("tc_reseed", args=(sampling.seed + self.worker_index,))
         outputs = self.llm.generate(prompts, to_sampling_params(sampling), use_tqdm=False)
         return to_completions(outputs, first_index, sampling.logprobs)
 
@@ -238,6 +238,9 @@ class _ExpectedReloadWarnings(logging.Filter):
 
 class WeightSyncExtension:
     """Mixed into vLLM's worker (``worker_extension_cls``); ``self`` is that worker."""
+
+    def tc_reseed(self, seed: int) -> None:
+        torch.manual_seed(seed)  # the sampler draws from this process's default generator
 
     def tc_reload_from_files(self, paths: list[str]) -> int:
         log = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")

@@ -34,6 +34,11 @@ class RolloutWorker:
 
     def start(self) -> dict:
         """Build the engine; a failure raises RolloutError with one line naming the setting to change."""
+        from rollout.vllm_adapter import check_model_path  # cheap: vLLM itself is imported lazily
+
+        reason = check_model_path(self.spec.model_path)  # before paying for the engine's imports
+        if reason:
+            raise RolloutError(f"{self.spec.backend} engine could not start: {reason}")
         try:
             if self.spec.backend == "hf":
                 from rollout.hf_backend import HFEngine
@@ -49,10 +54,6 @@ class RolloutWorker:
                 from rollout.vllm_adapter import explain_startup_error
 
                 reason = explain_startup_error(exc, self.spec)
-            if reason is None and isinstance(exc, FileNotFoundError) and "model path" in str(exc):
-                reason = str(exc)
-            if reason is None and self.spec.backend == "hf" and not os.path.isdir(self.spec.model_path):
-                reason = f"model path {self.spec.model_path!r} does not exist on this node: set model.name_or_path"
             raise RolloutError(f"{self.spec.backend} engine could not start: "
                                f"{reason or _last_line(exc)}") from None
         return self.identity()
