@@ -156,14 +156,26 @@ def extract_expression(completion: str) -> str:
     return text.strip().strip("`$*. ")
 
 
+_MATH_RUN = re.compile(r"[0-9+\-*/×÷() ]*[0-9)][0-9+\-*/×÷() ]*")
+
+
+def candidate_expressions(completion: str) -> list[str]:
+    """What to try: each side of an ``=`` in the extracted answer, and the last run of
+    arithmetic characters in it ("The expression is 9 + 4 * 2" -> "9 + 4 * 2")."""
+    out = []
+    for part in extract_expression(completion).split("="):
+        runs = _MATH_RUN.findall(part)
+        for c in (part.strip(), runs[-1].strip() if runs else ""):
+            if c and c not in out:
+                out.append(c)
+    return out
+
+
 def countdown_reward(prompts: list[str], completions: list[str], numbers: list[list[int]],
                      target: list[int], **_) -> list[float]:
     """1.0 when the completion's expression reaches the target, else 0.0 (reward-function shape).
 
     "25 + 21 = 46" counts: each side of an ``=`` is tried on its own.
     """
-    scores = []
-    for completion, nums, tgt in zip(completions, numbers, target):
-        parts = extract_expression(completion).split("=")
-        scores.append(1.0 if any(check_countdown(p, nums, tgt) for p in parts if p.strip()) else 0.0)
-    return scores
+    return [1.0 if any(check_countdown(c, nums, tgt) for c in candidate_expressions(completion)) else 0.0
+            for completion, nums, tgt in zip(completions, numbers, target)]

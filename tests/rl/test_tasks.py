@@ -5,7 +5,13 @@ import pytest
 from rl.config import TaskConfig
 from rl.tasks import generate_task, get_task, task_columns
 from rl.tasks.arithmetic import evaluate
-from rl.tasks.countdown import check_countdown, countdown_reward, extract_expression, make_problems
+from rl.tasks.countdown import (
+    candidate_expressions,
+    check_countdown,
+    countdown_reward,
+    extract_expression,
+    make_problems,
+)
 
 _EXPR = re.compile(r"What is (.+)\? ")
 
@@ -169,7 +175,10 @@ def test_check_countdown_never_evaluates_code(tmp_path):
 
 def test_countdown_reward_extracts_the_expression():
     completions = ["Let me think.\n<answer>(25 - 4) * 2</answer>", "25 - 4 = 21, then 21 * 2 = 42\n(25 - 4) * 2 = 42",
-                   "The answer is 42.", "<answer>25 * 2</answer>", "**(25 - 4) * 2**."]
+                   "The answer is 42.", "<answer>25 * 2</answer>", "**(25 - 4) * 2**.",
+                   "The expression is (25 - 4) * 2.", "It is 25 - 4 * 2 = 42"]
     n = len(completions)
-    assert countdown_reward([""] * n, completions, numbers=[[25, 4, 2]] * n, target=[42] * n) == [1.0, 1.0, 0.0, 0.0, 1.0]
+    assert countdown_reward([""] * n, completions, numbers=[[25, 4, 2]] * n, target=[42] * n) == [
+        1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0]
     assert extract_expression("a\n<answer>1</answer> b <answer> 2 + 3 </answer>") == "2 + 3"
+    assert candidate_expressions("So: 9 + 4 * 2 = 17") == ["So: 9 + 4 * 2", "9 + 4 * 2", "17"]
