@@ -44,6 +44,8 @@ def collect(pool, prompt_set, sampler, scorer, cfg, step: int, total_steps: int)
     generated_groups = dropped = rounds = 0
     while len(kept.groups) < want:
         rows = [prompt_set.rows[i] for i in next(sampler)]
+        # a seed per (step, round): a resumed run draws exactly the samples the uninterrupted one drew
+        spec.seed = cfg.rollout.seed + 1_000_003 * (step + 1) + 7919 * rounds
         groups = pool.generate([r.ids for r in rows], spec)
         result, flat = score_groups(scorer, prompt_set, rows, groups, state)
         for k, v in result.metrics.items():

@@ -45,8 +45,6 @@ def train(cfg: Config, recipe_path: str | None = None) -> Path:
 
         for step in range(start, steps):
             timer = Timer()
-            if hasattr(pool, "reseed"):
-                pool.reseed(cfg.rollout.seed + step)  # same samples after a resume as without one
             with timer("generation"):
                 got = collect(pool, c.train_set, c.sampler, c.scorer, cfg, step, steps)
             exp = build_experience(got.prompt_ids, got.groups, got.rewards, c.pad_id)

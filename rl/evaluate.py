@@ -41,7 +41,7 @@ def evaluate(pool, prompt_set, scorer, cfg, step: int, total_steps: int) -> dict
     greedy_ok = correctness(res, label, cfg.eval.correct_threshold)
     k = cfg.eval.pass_k
     sampled = pool.generate(ids, SamplingSpec(n=k, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-                                              max_tokens=r.max_tokens, stop=list(r.stop)))
+                                              max_tokens=r.max_tokens, stop=list(r.stop), seed=r.seed + 31 * step))
     res_k, flat = score_groups(scorer, prompt_set, rows, sampled, state)
     ok_k = correctness(res_k, label, cfg.eval.correct_threshold)
     solved = [False] * len(rows)

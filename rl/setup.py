@@ -58,7 +58,7 @@ def build_components(cfg: Config, recipe_path: str | None) -> Components:
     from transformers import AutoTokenizer
 
     from rewards import RewardScorer
-    from rl.data import load_prompts
+    from rl.data import load_eval_prompts, load_train_prompts
     from rl.models import resolve_model
     from rl.sampler import PromptSampler
     from rl.trainer_group import TrainerGroup
@@ -71,12 +71,10 @@ def build_components(cfg: Config, recipe_path: str | None) -> Components:
     model_path = resolve_model(cfg.model.name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    train_set = load_prompts(cfg.data, tokenizer, cfg.data.train_split)
+    train_set = load_train_prompts(cfg.data, tokenizer)
     if not train_set.rows:
         raise ValueError(f"data.source: {cfg.data.source} split {cfg.data.train_split!r} has no usable prompts")
-    test_set = None
-    if cfg.data.test_split:
-        test_set = load_prompts(cfg.data, tokenizer, cfg.data.test_split, limit=cfg.eval.num_prompts)
+    test_set = load_eval_prompts(cfg.data, tokenizer, limit=cfg.eval.num_prompts)
     base_dir = str(Path(recipe_path).resolve().parent) if recipe_path else None
     scorer = RewardScorer([{"name": f.name, "weight": f.weight, "kwargs": dict(f.kwargs)} for f in cfg.rewards.functions],
                           on_error=cfg.rewards.on_error, timeout_s=cfg.rewards.timeout_s, base_dir=base_dir)
