@@ -5,13 +5,13 @@ import pytest
 from rl.config import TaskConfig
 from rl.tasks import generate_task, get_task, task_columns
 from rl.tasks.arithmetic import evaluate
-from rl.tasks.countdown import (
+from rewards.builtins.countdown import (
     candidate_expressions,
     check_countdown,
     countdown_reward,
     extract_expression,
-    make_problems,
 )
+from rl.tasks.countdown import make_problems
 
 _EXPR = re.compile(r"What is (.+)\? ")
 
