@@ -13,7 +13,8 @@ HERE = Path(__file__).parent
 
 
 def test_builtin_names():
-    assert set(builtin_rewards()) == {"math_answer", "format", "soft_multichoice", "overlong_penalty", "length_budget"}
+    assert set(builtin_rewards()) == {"math_answer", "format", "soft_multichoice", "overlong_penalty", "length_budget",
+                                       "countdown"}
     assert load_reward_fn("format") is format_reward
 
 
