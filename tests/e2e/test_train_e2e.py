@@ -104,3 +104,24 @@ def test_kill_during_checkpoint_save_resumes_from_previous(tmp_path, tiny_model_
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from" in second.stdout and "step_000001" in second.stdout
     assert sorted(p.name for p in ckpts.iterdir()) == ["step_000002", "step_000003"]  # keep_last=2, no .tmp left
+
+
+def test_credit_chain_runs_in_the_real_loop(tmp_path, tiny_model_dir, ray_local):
+    """D3S, THR and TW together (old-policy entropy + hidden states + output head) for two steps."""
+    from rl.controller import train
+
+    cfg = make_cfg(tmp_path, tiny_model_dir, "credit", extra=[
+        "trainer.steps=2", "algorithm.credit=[d3s,thr,tw]", "algorithm.d3s.k_init=0.5", "algorithm.d3s.k_final=0.5",
+        "algorithm.policy_loss=gspo_token", "checkpoint.every=0", "checkpoint.export_hf=false",
+        "eval.num_prompts=2"])
+    run = train(cfg)
+    m = metrics(run)
+    for step in (1, 2):
+        assert math.isfinite(m[step]["train/loss"])
+        assert 0 < m[step]["batch/loss_tokens_frac"] < 1  # D3S kept a fraction of the tokens
+        assert any(k.startswith("thr/") for k in m[step]) and any(k.startswith("tw/") for k in m[step])
+        assert m[step]["timing/old_logp"] > 0  # credit modules need the separate old-policy pass
+    from rl.inspect_html import write_inspect_page
+
+    page = write_inspect_page(run).read_text()
+    assert "line-through" in page and "tw_weight=" in page
