@@ -105,6 +105,11 @@ class RolloutPool:
         self._check_resources(num_workers, num_cpus_per_worker, num_gpus_per_worker)
 
         on_gpu = num_gpus_per_worker > 0
+        self.sync_backend = resolve_backend(sync_backend, cuda_available=torch.cuda.is_available(),
+                                            num_gpus_per_worker=num_gpus_per_worker)
+        if backend == "hf" and self.sync_backend != "cpu_shm":
+            raise RolloutError(f"rollout.sync_backend={self.sync_backend} needs rollout.backend=vllm "
+                               f"(the hf backend syncs through cpu_shm)")
         spec = EngineSpec(model_path=model_path, backend=backend, dtype=dtype, max_model_len=max_model_len,
                           memory_fraction=memory_fraction, seed=seed, logprobs_mode=logprobs_mode,
                           max_num_seqs=max_num_seqs, hf_batch_prompts=hf_batch_prompts,
@@ -120,12 +125,10 @@ class RolloutPool:
                                           runtime_env={"env_vars": env}, max_restarts=0,
                                           max_concurrency=1).remote(replace(spec), i)
                 self.workers.append(WorkerHandle(actor, WorkerInfo(index=i, last_request="start-up")))
+            # the sync backend first: a wrong choice fails in a second, not after the engines' start-up
+            self._sync = make_weight_sync(self.sync_backend, self.workers, bucket_mb=sync_bucket_mb,
+                                          timeout_s=sync_timeout_s, dtype=self.dtype)
             self._start(start_timeout_s)
-            name = resolve_backend(sync_backend, cuda_available=torch.cuda.is_available(),
-                                   num_gpus_per_worker=num_gpus_per_worker)
-            self.sync_backend = name
-            self._sync = make_weight_sync(name, self.workers, bucket_mb=sync_bucket_mb, timeout_s=sync_timeout_s,
-                                          dtype=self.dtype)
             self._sync.setup()
         except BaseException:
             self.shutdown()

@@ -74,3 +74,23 @@ def test_process_env():
     cpu = engine_process_env(on_gpu=False, cpu_threads=3, preload=False)
     assert cpu["OMP_NUM_THREADS"] == "3" and cpu["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
     assert "OMP_NUM_THREADS" not in engine_process_env(on_gpu=True, cpu_threads=3, preload=False)
+
+
+def test_pool_refuses_a_sync_backend_it_cannot_use_before_starting_engines(ray_local):
+    from rollout.errors import RolloutError
+
+    with pytest.raises(RolloutError, match="sync_backend=nccl needs rollout.backend=vllm"):
+        RolloutPool("/nonexistent", backend="hf", sync_backend="nccl")
+    with pytest.raises(RolloutError, match="sync_backend='gloo'"):
+        RolloutPool("/nonexistent", sync_backend="gloo")
+
+
+def test_a_gpu_sync_backend_on_a_cpu_machine_fails_before_engines_start(ray_local, tiny_model_dir):
+    import torch
+
+    from rollout.errors import RolloutError
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the refusal on machines without CUDA")
+    with pytest.raises(RolloutError, match="sync_backend=cuda_ipc needs CUDA"):
+        RolloutPool(tiny_model_dir, sync_backend="cuda_ipc", start_timeout_s=60)
