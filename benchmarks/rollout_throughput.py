@@ -61,14 +61,24 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    import psutil
+
+    return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
+
+
 def time_generate(pool, prompts, sampling) -> dict:
-    start = time.perf_counter()
+    """Wall time, and the worker processes' CPU time (less sensitive to other load on a shared machine)."""
+    pids = [w.pid for w in pool.workers_info()]
+    cpu0, start = _cpu_seconds(pids), time.perf_counter()
     groups = pool.generate(prompts, sampling)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds(pids) - cpu0
     tokens = sum(len(c.token_ids) for g in groups for c in g)
     stops = sum(c.finish_reason == "stop" for g in groups for c in g)
     return {"seconds": round(seconds, 3), "generated_tokens": tokens, "tokens_per_s": round(tokens / seconds, 1),
-            "completions": sum(len(g) for g in groups), "stopped_on_eos": stops}
+            "worker_cpu_seconds": round(cpu, 1), "tokens_per_cpu_s": round(tokens / max(cpu, 1e-9), 1),
+            "completions": sum(len(g) for g in groups), "stopped_on_eos": stops,
+            "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
 def time_sync(pool, model_dir: str, repeats: int) -> list[float]:
@@ -149,9 +159,12 @@ def main() -> None:
     summary: dict = {}
     for b in backends:
         summary[f"{b}_tokens_per_s"] = round(statistics.median(x["tokens_per_s"] for x in runs[b]), 1)
+        summary[f"{b}_tokens_per_cpu_s"] = round(statistics.median(x["tokens_per_cpu_s"] for x in runs[b]), 1)
     if "vllm" in runs and "hf" in runs:
         ratios = [v["tokens_per_s"] / h["tokens_per_s"] for v, h in zip(runs["vllm"], runs["hf"])]
         summary["vllm_over_hf"] = round(statistics.median(ratios), 2)
+        cpu_ratios = [v["tokens_per_cpu_s"] / h["tokens_per_cpu_s"] for v, h in zip(runs["vllm"], runs["hf"])]
+        summary["vllm_over_hf_per_cpu_s"] = round(statistics.median(cpu_ratios), 2)
     if syncs:
         summary["weight_sync_s_median"] = round(statistics.median(syncs), 3)
     result = {
@@ -170,11 +183,12 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, out.with_suffix(".png"))
 
-    print("\npath   tokens/s   (median of rounds)")
+    print("\npath   tokens/s  tokens/worker-CPU-s   (medians over rounds)")
     for b in backends:
-        print(f"{b:6s} {summary[f'{b}_tokens_per_s']:9.1f}")
+        print(f"{b:6s} {summary[f'{b}_tokens_per_s']:9.1f} {summary[f'{b}_tokens_per_cpu_s']:12.1f}")
     if "vllm_over_hf" in summary:
-        print(f"vLLM / HF: {summary['vllm_over_hf']:.2f}x")
+        print(f"vLLM / HF: {summary['vllm_over_hf']:.2f}x wall clock, "
+              f"{summary['vllm_over_hf_per_cpu_s']:.2f}x per worker CPU second")
     if syncs:
         print(f"weight sync (full model, median of {len(syncs)}): {summary['weight_sync_s_median']:.3f} s  {syncs}")
     print(f"load average before {load_before} after {load_after}; wrote {out.with_suffix('.json')}")

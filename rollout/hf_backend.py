@@ -149,18 +149,17 @@ class HFEngine:
 
     @torch.no_grad()
     def reload_from_files(self, paths: list[str], timeout_s: float | None = None) -> int:
-        from safetensors import safe_open
+        from rollout.weight_sync.safetensors_file import mapped_bucket_files
 
         tensors = dict(self.model.named_parameters())
         tensors.update(dict(self.model.named_buffers()))
         count = 0
-        for path in paths:
-            with safe_open(path, framework="pt") as f:
-                for name in f.keys():
-                    if name not in tensors:
-                        raise KeyError(f"weight sync: {name!r} is not a parameter of the hf rollout model")
-                    tensors[name].copy_(f.get_tensor(name))
-                    count += 1
+        with mapped_bucket_files(paths) as named:
+            for name, value in named:
+                if name not in tensors:
+                    raise KeyError(f"weight sync: {name!r} is not a parameter of the hf rollout model")
+                tensors[name].copy_(value)
+                count += 1
         return count
 
     def finish_weight_sync(self) -> None:

@@ -28,12 +28,12 @@ import logging
 import os
 import pickle
 import sys
-from collections.abc import Iterator
 
 import torch
 
 from rollout.types import Completion, EngineSpec, SamplingSpec
 from rollout.weight_sync.packing import TensorMeta, unpack_bucket
+from rollout.weight_sync.safetensors_file import mapped_bucket_files
 
 EXTENSION_CLS = "rollout.vllm_adapter.WeightSyncExtension"
 
@@ -199,15 +199,6 @@ class VLLMEngine:
 
 # ----------------------------------------------------------------------------- inside vLLM's worker
 
-def _iter_safetensors(paths: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
-    from safetensors import safe_open
-
-    for path in paths:
-        with safe_open(path, framework="pt") as f:
-            for name in f.keys():
-                yield name, f.get_tensor(name)
-
-
 def _metas(rows: list[tuple]) -> list[TensorMeta]:
     # sent as plain tuples: vLLM's RPC serialisers turn dataclasses into lists
     return [TensorMeta(str(n), str(d), tuple(int(x) for x in s), int(o), int(b)) for n, d, s, o, b in rows]
@@ -248,15 +239,16 @@ class WeightSyncExtension:
             log.addFilter(_ExpectedReloadWarnings())
         count = 0
 
-        def counted():
+        def counted(named):
             nonlocal count
-            for item in _iter_safetensors(paths):
+            for item in named:
                 count += 1
                 yield item
 
         # one reload over all buckets: a layer's weights are processed (repacked on CPU)
         # only once all of them arrived, so buckets must not be reloaded one by one
-        self.model_runner.reload_weights(weights_iterator=counted())
+        with mapped_bucket_files(paths) as named:
+            self.model_runner.reload_weights(weights_iterator=counted(named))
         return count
 
     def tc_init_nccl(self, host: str, port: int, rank: int, world_size: int, timeout_s: int) -> None:

@@ -16,6 +16,8 @@ import json
 import mmap
 import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -82,3 +84,46 @@ def _copy_into(fileno: int, size: int, start: int, entries: list[tuple]) -> None
         del data  # the mmap cannot close while a tensor still points into it
     finally:
         mm.close()
+
+
+TORCH_DTYPES = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+
+
+@contextmanager
+def mapped_bucket_files(paths: list[str]) -> Iterator[Iterator[tuple[str, torch.Tensor]]]:
+    """Zero-copy (name, tensor) views of safetensors files (each file stays mapped while a view lives).
+
+    The receiver's counterpart of ``write_bucket_file``: tensors are views into private
+    (copy-on-write) mappings of the files, so the engine's weight loader copies each byte
+    once, straight into its parameters, instead of after an extra copy out of the file.
+    """
+    maps: list[mmap.mmap] = []
+
+    def views() -> Iterator[tuple[str, torch.Tensor]]:
+        for path in paths:
+            with open(path, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(n))
+                size = os.fstat(f.fileno()).st_size
+                if size == 8 + n:  # no tensor data (only empty tensors)
+                    mm = None
+                else:
+                    mm = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY)
+                    maps.append(mm)
+            for name, entry in header.items():
+                if name == "__metadata__":
+                    continue
+                begin, end = entry["data_offsets"]
+                dtype, shape = TORCH_DTYPES[entry["dtype"]], entry["shape"]
+                if end == begin:
+                    yield name, torch.empty(shape, dtype=dtype)
+                    continue
+                raw = torch.frombuffer(mm, dtype=torch.uint8, count=end - begin, offset=8 + n + begin)
+                yield name, raw.view(dtype).view(shape)
+
+    try:
+        yield views()
+    finally:
+        # no mm.close(): it would unmap under any view a loader still holds (a crash, not an error).
+        # torch.frombuffer holds a reference to each mapping, so it closes when its last view is freed.
+        maps.clear()

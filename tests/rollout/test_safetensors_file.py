@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from rollout.weight_sync.safetensors_file import write_bucket_file
+from rollout.weight_sync.safetensors_file import mapped_bucket_files, write_bucket_file
 
 
 def _read(path):
@@ -48,3 +48,15 @@ def test_same_layout_is_rewritten_in_place_new_layout_replaces_the_file(tmp_path
 def test_a_dtype_safetensors_cannot_hold_is_named(tmp_path):
     with pytest.raises(TypeError, match="'z'"):
         write_bucket_file(str(tmp_path / "c.safetensors"), [("z", torch.zeros(2, dtype=torch.complex64))])
+
+
+def test_mapped_reader_matches_the_safetensors_library_and_views_outlive_the_block(tmp_path):
+    paths = [str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")]
+    write_bucket_file(paths[0], _bucket(), torch.bfloat16)
+    write_bucket_file(paths[1], [("only_empty", torch.zeros(0, 3))])
+    with mapped_bucket_files(paths) as named:
+        got = dict(named)
+    want = {**_read(paths[0]), **_read(paths[1])}
+    assert set(got) == set(want)
+    for name, t in want.items():  # read after the block: the mappings must still be there
+        assert got[name].dtype == t.dtype and torch.equal(got[name], t), name
