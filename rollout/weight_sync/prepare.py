@@ -72,4 +72,23 @@ def validate_named_tensors(named: Mapping[str, torch.Tensor] | Iterable[tuple[st
         out.append((name, tensor))
     if not out:
         raise ValueError("sync_weights: no tensors to send")
+    check_fused_groups([name for name, _ in out])
     return out
+
+
+# vLLM fuses these projections into one parameter (qkv_proj, gate_up_proj); reloading only part
+# of a fused parameter leaves the rest of it undefined, so a sync must send all or none of a group
+FUSED_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+def check_fused_groups(names: list[str]) -> None:
+    present = set(names)
+    for name in names:
+        prefix, _, leaf = name.rpartition(".")  # e.g. model.layers.3.self_attn.q_proj . weight
+        module_path, _, module = prefix.rpartition(".")
+        for group in FUSED_GROUPS:
+            if module in group:
+                missing = [f"{module_path}.{m}.{leaf}" for m in group if f"{module_path}.{m}.{leaf}" not in present]
+                if missing:
+                    raise ValueError(f"sync_weights: {name!r} is sent without {missing}; the engine stores "
+                                     f"{'/'.join(group)} as one fused tensor, so send all of them or none")

@@ -47,3 +47,15 @@ def test_bad_items_duplicates_and_empty_input_are_rejected():
         validate_named_tensors([("a", torch.zeros(1)), ("a", torch.zeros(1))], tied_embeddings=False)
     with pytest.raises(ValueError, match="no tensors"):
         validate_named_tensors({"lm_head.weight": torch.zeros(1)}, tied_embeddings=True)
+
+
+def test_fused_projections_must_travel_together():
+    layer = "model.layers.0.self_attn"
+    qkv = {f"{layer}.{m}.weight": torch.zeros(2, 2) for m in ("q_proj", "k_proj", "v_proj")}
+    assert len(validate_named_tensors(qkv, tied_embeddings=False)) == 3
+    partial = {k: v for k, v in qkv.items() if "k_proj" not in k}
+    with pytest.raises(ValueError, match=r"'model.layers.0.self_attn.k_proj.weight'.*all of them or none"):
+        validate_named_tensors(partial, tied_embeddings=False)
+    with pytest.raises(ValueError, match="up_proj"):
+        validate_named_tensors({"model.layers.1.mlp.gate_proj.weight": torch.zeros(2)}, tied_embeddings=False)
+    assert validate_named_tensors({"model.layers.1.mlp.down_proj.weight": torch.zeros(2)}, tied_embeddings=False)
