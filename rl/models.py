@@ -66,11 +66,15 @@ def prepare_model(name: str = "smollm2-135m", force: bool = False) -> Path:
     return out
 
 
-def tiny_llama_config(vocab_size: int = 49152, hidden: int = 64, layers: int = 2):
-    """A tiny random Llama config for shape-only tests (same tokenizer as SmolLM2)."""
+def tiny_llama_config(vocab_size: int = 49152, hidden: int = 64, layers: int = 2, heads: int = 4):
+    """A tiny random Llama config for shape-only tests (same tokenizer as SmolLM2).
+
+    vLLM's CPU attention supports only some head sizes (head_dim 16 fails in fp32):
+    ``hidden=128, heads=2`` gives SmolLM2's head_dim of 64.
+    """
     from transformers import LlamaConfig
 
     return LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 2,
-                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                       num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
                        max_position_embeddings=1024, tie_word_embeddings=True,
                        bos_token_id=1, eos_token_id=2, pad_token_id=2)

@@ -14,7 +14,7 @@ def tiny_model_dir(tmp_path_factory) -> str:
 
     out = tmp_path_factory.mktemp("tiny_llama")
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(tiny_llama_config(hidden=64, layers=2))
+    model = AutoModelForCausalLM.from_config(tiny_llama_config(hidden=128, layers=2, heads=2))
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(resolve_model("smollm2-135m")).save_pretrained(out)
     return str(out)

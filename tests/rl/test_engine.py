@@ -63,7 +63,7 @@ def test_forward_stats_match_a_full_hf_forward(engine):
     m = b["completion_mask"].bool()
     torch.testing.assert_close(st["old_logp"][m], want[m], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(st["entropy"][m], ent[m], atol=1e-4, rtol=1e-4)
-    assert st["hidden"].shape == (N, T, 64)
+    assert st["hidden"].shape == (N, T, 128)
 
 
 def _weights_after_one_step(cfg, model_dir, batch, ray_local):
