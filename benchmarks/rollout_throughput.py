@@ -100,11 +100,14 @@ def plot(result: dict, path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [2, 1]})
     bars = ax1.bar(names, [s[f"{b}_tokens_per_s"] for b in names], color=["tab:blue", "tab:orange"][:len(names)])
     ax1.bar_label(bars, fmt="%.0f")
-    ax1.set_ylabel("generated tokens / s")
-    cfg = result["config"]
-    title = f"{cfg['prompts']} prompts x {cfg['n']} samples x {cfg['max_tokens']} tokens, {cfg['cpus']} CPU cores"
+    ax1.set_ylim(0, 1.2 * max(s[f"{b}_tokens_per_s"] for b in names))
+    ax1.set_ylabel("generated tokens / s (wall clock)")
+    cfg, load = result["config"], result["machine"]
+    title = (f"{cfg['prompts']} prompts x {cfg['n']} samples x {cfg['max_tokens']} tokens, {cfg['cpus']} shared "
+             f"CPU cores (load avg {load['load_average_before'][0]:g} -> {load['load_average_after'][0]:g})")
     if "vllm_over_hf" in s:
-        title += f"\nvLLM / HF = {s['vllm_over_hf']:.2f}x"
+        title += (f"\nvLLM / HF = {s['vllm_over_hf']:.2f}x wall clock, "
+                  f"{s['vllm_over_hf_per_cpu_s']:.2f}x per worker CPU second")
     ax1.set_title(title, fontsize=9)
     syncs = result.get("weight_sync_seconds", [])
     if syncs:
