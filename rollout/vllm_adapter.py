@@ -64,7 +64,9 @@ def engine_process_env(on_gpu: bool, cpu_threads: int, preload: bool) -> dict[st
     whole core for it. OMP_NUM_THREADS is set explicitly because Ray would otherwise
     pin it to the actor's logical CPU count.
     """
-    env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false"}
+    env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false",
+           # vLLM logs every weight reload / cache reset at INFO into the trainer's console
+           "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}
     if not on_gpu:
         env["OMP_NUM_THREADS"] = str(cpu_threads)
         env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
