@@ -2,15 +2,15 @@ import re
 
 import pytest
 
-from rl.config import TaskConfig
-from rl.tasks import generate_task, get_task, task_columns
-from rl.tasks.arithmetic import evaluate
 from rewards.builtins.countdown import (
     candidate_expressions,
     check_countdown,
     countdown_reward,
     extract_expression,
 )
+from rl.config import TaskConfig
+from rl.tasks import generate_task, get_task, task_columns
+from rl.tasks.arithmetic import evaluate
 from rl.tasks.countdown import make_problems
 
 _EXPR = re.compile(r"What is (.+)\? ")
