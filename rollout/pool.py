@@ -75,6 +75,24 @@ def split_evenly(count: int, parts: int) -> list[tuple[int, int]]:
     return [r for r in ranges if r[1] > r[0]]
 
 
+def _local_node_id() -> str:
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
+def _wait_for_exit(pids: list[int], timeout_s: float) -> None:
+    """Give workers that were asked to stop time to exit cleanly (a SIGKILL leaves Intel OpenMP's
+    /dev/shm/__KMP_REGISTERED_LIB_<pid> files behind); the caller kills what is still alive."""
+    import psutil
+
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except (psutil.NoSuchProcess, ValueError):
+            pass
+    psutil.wait_procs(procs, timeout=timeout_s)
+
+
 class RolloutPool:
     def __init__(self, model_path: str, num_workers: int = 1, backend: str = "vllm", dtype: str = "bfloat16",
                  max_model_len: int = 512, memory_fraction: float = 0.25, seed: int = 0,
@@ -234,9 +252,10 @@ class RolloutPool:
         if workers:
             stops = [w.actor.shutdown.remote() for w in workers]
             ray.wait(stops, num_returns=len(stops), timeout=30)  # dead or hung actors are killed below anyway
+            _wait_for_exit([w.info.pid for w in workers if w.node_id == _local_node_id()], timeout_s=10)
         for w in workers:
             try:
-                ray.kill(w.actor)
+                ray.kill(w.actor)  # a no-op for actors that exited; SIGKILL for hung ones
             except Exception:  # already gone
                 pass
 

@@ -102,6 +102,11 @@ class RolloutWorker:
                                f"(the hf backend syncs through cpu_shm)")
 
     def shutdown(self) -> None:
+        """Stop the engine and end the process cleanly (a killed process leaves Intel OpenMP's
+        /dev/shm/__KMP_REGISTERED_LIB_<pid> file behind)."""
+        import ray
+
         if self.engine is not None:
             self.engine.shutdown()
             self.engine = None
+        ray.actor.exit_actor()
