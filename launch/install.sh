@@ -37,5 +37,16 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     python -c "import transformers, vllm, deepspeed, ray"; exit 1; }
   echo "$want" > "$STAMP"
 fi
+# vLLM's CPU backend wants tcmalloc preloaded (rollout/vllm_adapter.py does it when the library
+# exists); it is a system package, so install it when we can, and carry on when we cannot.
+if ! ls /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 >/dev/null 2>&1 && command -v apt-get >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "[install] adding libtcmalloc-minimal4 (system package) for vLLM's CPU backend"
+    { timeout 180 apt-get update -qq && timeout 180 apt-get install -y -qq libtcmalloc-minimal4; } >/dev/null 2>&1 \
+      || echo "[install] could not install libtcmalloc-minimal4; vLLM runs without it, slower"
+  else
+    echo "[install] tip: sudo apt-get install libtcmalloc-minimal4 makes vLLM's CPU backend faster"
+  fi
+fi
 tokencredit prepare-model smollm2-135m >/dev/null
 echo "[install] ready: $VENV ($(python -c 'import torch, vllm; print("torch", torch.__version__, "vllm", vllm.__version__)' 2>/dev/null))"
