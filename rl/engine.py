@@ -120,8 +120,9 @@ class PolicyEngine:
     def lm_head(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         head = self._base().get_output_embeddings()
         with self._gathered([head.weight]):
-            w = head.weight.detach().float().cpu().clone()
-        b = head.bias.detach().float().cpu().clone() if getattr(head, "bias", None) is not None else None
+            w = head.weight.detach().to("cpu", torch.float32, copy=True)  # one fp32 copy, not two
+        bias = getattr(head, "bias", None)
+        b = bias.detach().to("cpu", torch.float32, copy=True) if bias is not None else None
         return w, b
 
     def _hidden(self, model, batch: dict) -> torch.Tensor:
