@@ -17,16 +17,14 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rl.credit.config import D3SConfig, RMTConfig, THRConfig, TWConfig
+from rl.fields import help_field
 
 
 class ConfigError(ValueError):
     """A recipe problem; the message names the key and the file."""
 
 
-def _h(default: Any, help: str) -> Any:  # noqa: A002 - mirrors dataclasses' metadata style
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+_h = help_field
 
 
 @dataclass

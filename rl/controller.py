@@ -14,6 +14,7 @@ import torch
 from rl import checkpoint as ckpt
 from rl.algorithms.kl import kl_penalty_reward
 from rl.algorithms.registry import ADVANTAGES
+from rl.algorithms.tis import mismatch_metrics
 from rl.batch import build_experience, forward_inputs, train_tensors
 from rl.collect import collect
 from rl.config import Config, to_yaml
@@ -57,7 +58,8 @@ def train(cfg: Config, recipe_path: str | None = None) -> Path:
                     stats = trainers.forward_stats(forward_inputs(exp), "entropy" in needs, "hidden" in needs, need_ref)
                     exp.old_logp, exp.entropy, exp.hidden = stats["old_logp"], stats.get("entropy"), stats.get("hidden")
                     exp.ref_logp = stats.get("ref_logp")
-                    metrics.update(trainers.mismatch(forward_inputs(exp) | {"sampler_logp": exp.sampler_logp}, exp.old_logp))
+                    mm = mismatch_metrics(exp.old_logp, exp.sampler_logp, exp.completion_mask)
+                    metrics.update({f"mismatch/{k}": float(v) for k, v in mm.items()})
             if need_ref and not kl_as_loss:  # KL as a reward penalty (InstructGPT style)
                 exp.rewards, row_kl = kl_penalty_reward(exp.rewards, exp.old_logp, exp.ref_logp,
                                                         exp.completion_mask, cfg.algorithm.kl.coef)

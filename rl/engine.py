@@ -226,10 +226,6 @@ class PolicyEngine:
         grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
         return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
 
-    def mismatch(self, batch: dict, old_logp: torch.Tensor) -> dict:
-        mask = batch["completion_mask"].float()
-        return {f"mismatch/{k}": float(v) for k, v in mismatch_metrics(old_logp, batch["sampler_logp"], mask).items()}
-
     # ---------------------------------------------------------------- weights & checkpoints
     def named_weights(self) -> dict[str, torch.Tensor]:
         """Full HF-named weights for the rollout engines (LoRA merged into a copy)."""

@@ -54,14 +54,6 @@ class Experience:
         return self.completion_ids.shape[0]
 
     @property
-    def input_ids(self) -> torch.Tensor:
-        return torch.cat([self.prompt_ids, self.completion_ids], dim=1)
-
-    @property
-    def attention_mask(self) -> torch.Tensor:
-        return torch.cat([self.prompt_mask.long(), self.completion_mask.long()], dim=1)
-
-    @property
     def completion_lengths(self) -> torch.Tensor:
         return self.completion_mask.sum(-1)
 

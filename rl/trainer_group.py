@@ -127,9 +127,6 @@ class TrainerGroup:
     def named_weights(self) -> dict:
         return self._rank0("named_weights")
 
-    def mismatch(self, batch: dict, old_logp: torch.Tensor) -> dict:
-        return self._rank0("mismatch", batch, old_logp)
-
     def save(self, path: str, client_state: dict) -> None:
         self._all("save", path, client_state)
 

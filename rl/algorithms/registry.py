@@ -38,10 +38,3 @@ def register_credit(name: str):
 
 def register_preference_loss(name: str):
     return _register(PREFERENCE_LOSSES, "preference loss", name)
-
-
-def lookup(table: dict, kind: str, name: str, key: str):
-    """Fetch ``name`` or raise an error that names the recipe key and the choices."""
-    if name not in table:
-        raise KeyError(f"{key}={name!r} is not a known {kind}; choose one of {sorted(table)}")
-    return table[name]

@@ -7,14 +7,11 @@ fails while it is loaded) and again when a module is built; errors name the reci
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
+from rl.fields import help_field
 
-def _h(default: Any, help: str) -> Any:  # noqa: A002 - same metadata style as rl/config.py
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+_h = help_field
 
 
 def _choice(prefix: str, name: str, value: str, allowed: tuple[str, ...]) -> None:
