@@ -313,6 +313,14 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         raise _fail(source, "rewards.functions", "at least one reward function is required")
     if cfg.eval.pass_k < 1:
         raise _fail(source, "eval.pass_k", "must be >= 1")
+    if a.rmt.enable:
+        if a.dynamic_sampling.enable:
+            raise _fail(source, "algorithm.dynamic_sampling.enable",
+                        "RMT draws its prompts from document positions once per step; turn one of them off")
+        if a.rmt.context_tokens >= cfg.data.max_prompt_tokens:
+            raise _fail(source, "algorithm.rmt.context_tokens",
+                        f"{a.rmt.context_tokens} leaves no room for the instruction in "
+                        f"data.max_prompt_tokens={cfg.data.max_prompt_tokens}")
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:

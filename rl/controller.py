@@ -41,15 +41,24 @@ def train(cfg: Config, recipe_path: str | None = None) -> Path:
             print(f"[tokencredit] resumed from {resume_from} at step {start}", flush=True)
         pool.sync_weights(trainers.named_weights(), start)  # rollout engines = trainer weights
         tracker = Tracker(run_dir, cfg, steps, start)
-        if c.test_set is not None and cfg.eval.at_start and start == 0:
-            tracker.log(0, evaluate(pool, c.test_set, c.scorer, cfg, 0, steps))
+        mid = c.midtrain
+        test_set = (lambda s: mid.eval_set(s, steps)) if mid is not None else (lambda s: c.test_set)
+        if test_set(0) is not None and cfg.eval.at_start and start == 0:
+            tracker.log(0, evaluate(pool, test_set(0), c.scorer, cfg, 0, steps))
 
         for step in range(start, steps):
             timer = Timer()
+            ntp, metrics = None, {}
+            if mid is not None:  # RMT: this step's prompts are positions of its documents
+                with timer("rmt_positions"):
+                    prompt_set, ntp, metrics = mid.prepare(step, steps, trainers)
+                sampler = iter([list(range(len(prompt_set)))])
+            else:
+                prompt_set, sampler = c.train_set, c.sampler
             with timer("generation"):
-                got = collect(pool, c.train_set, c.sampler, c.scorer, cfg, step, steps)
+                got = collect(pool, prompt_set, sampler, c.scorer, cfg, step, steps)
             exp = build_experience(got.prompt_ids, got.groups, got.rewards, c.pad_id)
-            metrics = dict(got.metrics)
+            metrics.update(got.metrics)
 
             kl_as_loss = cfg.algorithm.kl.coef > 0 and cfg.algorithm.kl.mode == "loss"
             need_ref = cfg.algorithm.kl.coef > 0
@@ -80,7 +89,7 @@ def train(cfg: Config, recipe_path: str | None = None) -> Path:
                 metrics["batch/loss_tokens"] = float(exp.loss_mask().sum())
 
             with timer("update"):
-                metrics.update(update_policy(trainers, exp, cfg))
+                metrics.update(update_policy(trainers, exp, cfg, ntp))
             with timer("sync"):
                 metrics["timing/sync_transfer"] = pool.sync_weights(trainers.named_weights(), step + 1)
 
@@ -88,8 +97,10 @@ def train(cfg: Config, recipe_path: str | None = None) -> Path:
             if cfg.logging.save_batches:
                 save_batch(run_dir, step + 1, exp, c.tokenizer)
             is_last = step + 1 == steps
-            if c.test_set is not None and ((cfg.eval.every and (step + 1) % cfg.eval.every == 0) or is_last):
-                metrics.update(evaluate(pool, c.test_set, c.scorer, cfg, step + 1, steps))
+            if (cfg.eval.every and (step + 1) % cfg.eval.every == 0) or is_last:
+                held_out = test_set(step + 1)
+                if held_out is not None:
+                    metrics.update(evaluate(pool, held_out, c.scorer, cfg, step + 1, steps))
             tracker.log(step + 1, metrics)
             tracker.progress(step + 1, metrics)
             if (cfg.checkpoint.every and (step + 1) % cfg.checkpoint.every == 0) or (is_last and cfg.checkpoint.save_final):
@@ -112,11 +123,12 @@ def needs_old_pass(cfg: Config, needs: set[str]) -> bool:
     return a.epochs > 1 or a.mini_batches > 1 or bool(needs) or a.kl.coef > 0
 
 
-def update_policy(trainers, exp, cfg: Config) -> dict[str, float]:
+def update_policy(trainers, exp, cfg: Config, ntp: dict | None = None) -> dict[str, float]:
     """``algorithm.epochs`` passes over the rollout batch, each split into ``mini_batches`` optimizer steps.
 
     Rows that no longer carry any loss token (dropped by a credit module or a filter)
     are left out of the forward/backward entirely: that is where D3S saves compute.
+    ``ntp`` (RMT): document rows whose lambda * L_NTP joins every optimizer step.
     """
     a = cfg.algorithm
     n = exp.num_rows
@@ -129,7 +141,7 @@ def update_policy(trainers, exp, cfg: Config) -> dict[str, float]:
             rows = chunk[exp.active_rows()[chunk]]
             if len(rows) == 0:
                 continue
-            m = trainers.train_mini_batch(train_tensors(exp, rows))
+            m = trainers.train_mini_batch(train_tensors(exp, rows), ntp)
             for k, v in m.items():
                 out[k] = out.get(k, 0.0) + v
             steps_done += 1

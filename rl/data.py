@@ -95,7 +95,7 @@ def load_prompts(cfg, tokenizer, split: str, limit: int | None = None) -> Prompt
     ``limit`` keeps the first ``limit`` source rows (before long prompts are dropped).
     """
     _check_cfg(cfg)
-    raw, indices, available, origin = _load_split(cfg, split)
+    raw, indices, available, origin = load_split(cfg, split)
     if limit is not None and limit < len(indices):
         raw = raw[:limit] if isinstance(raw, list) else raw.select(range(limit))
         indices = indices[:limit]
@@ -104,13 +104,13 @@ def load_prompts(cfg, tokenizer, split: str, limit: int | None = None) -> Prompt
     prompts, answers, extras = [], [], []
     for pos, row in enumerate(raw):
         i = indices[pos]
-        prompts.append(_required(row, cfg.prompt_field, "data.prompt_field", where, i, available))
-        answers.append(_required(row, cfg.answer_field, "data.answer_field", where, i, available)
+        prompts.append(required_field(row, cfg.prompt_field, "data.prompt_field", where, i, available))
+        answers.append(required_field(row, cfg.answer_field, "data.answer_field", where, i, available)
                        if cfg.answer_field else None)
-        extras.append({c: _required(row, c, "data.extra_columns", where, i, available) for c in extra})
+        extras.append({c: required_field(row, c, "data.extra_columns", where, i, available) for c in extra})
     texts, templated = zip(*[render_prompt(p, cfg, tokenizer, f"{where} row {i}")
                              for p, i in zip(prompts, indices)]) if prompts else ((), ())
-    ids = _tokenize(tokenizer, list(texts), list(templated))
+    ids = tokenize_prompts(tokenizer, list(texts), list(templated))
     rows, dropped = [], 0
     for pos, (text, tok_ids) in enumerate(zip(texts, ids)):
         if len(tok_ids) > cfg.max_prompt_tokens:
@@ -189,7 +189,7 @@ def render_prompt(prompt: Any, cfg, tokenizer, where: str) -> tuple[str, bool]:
     return "\n\n".join(m["content"] for m in messages), False
 
 
-def _tokenize(tokenizer, texts: list[str], templated: list[bool]) -> list[list[int]]:
+def tokenize_prompts(tokenizer, texts: list[str], templated: list[bool]) -> list[list[int]]:
     out: list[list[int] | None] = [None] * len(texts)
     bos = getattr(tokenizer, "bos_token", None)
     for special in (False, True):
@@ -231,7 +231,7 @@ def _lookup(row: dict, name: str) -> Any:
     return cur
 
 
-def _required(row: dict, name: str, key: str, where: str, index: int, available: list[str]) -> Any:
+def required_field(row: dict, name: str, key: str, where: str, index: int, available: list[str]) -> Any:
     value = _lookup(row, name)
     if value is _MISSING or value is None:
         raise DataError(f"{where} row {index}: {key}={name!r} is missing (available columns: {available})")
@@ -241,7 +241,7 @@ def _required(row: dict, name: str, key: str, where: str, index: int, available:
 # ----------------------------------------------------------------------------- sources
 
 
-def _load_split(cfg, split: str) -> tuple[Any, list[int], list[str], str]:
+def load_split(cfg, split: str) -> tuple[Any, list[int], list[str], str]:
     """(rows: a Dataset or a list of dicts, source row index of each, column names, ' (path)' note)."""
     if not split:
         raise DataError("load_prompts: empty split name (data.train_split / data.test_split)")

@@ -40,6 +40,11 @@ def lr_lambda(schedule: str, warmup: int, total: int):
     return f
 
 
+def needs_reference_entropy(cfg: Config) -> bool:
+    """RMT ranks document tokens by the reference model's entropy (its default)."""
+    return cfg.algorithm.rmt.enable and cfg.algorithm.rmt.entropy_model == "reference"
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Left-padded rows start at position 0 on their first real token, as in vLLM."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -78,7 +83,7 @@ class PolicyEngine:
 
             model = get_peft_model(model, LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                                      target_modules=list(lora.target_modules), task_type="CAUSAL_LM"))
-        elif cfg.algorithm.kl.coef > 0:
+        elif cfg.algorithm.kl.coef > 0 or needs_reference_entropy(cfg):
             self.ref_model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
             self.ref_model.requires_grad_(False)
 
@@ -136,13 +141,15 @@ class PolicyEngine:
         p, t = batch["prompt_ids"].shape[1], batch["completion_ids"].shape[1]
         return out.last_hidden_state[:, p - 1 : p + t - 1]
 
-    def _logp(self, model, batch: dict, with_entropy: bool = False, hidden: torch.Tensor | None = None):
+    def _logp(self, model, batch: dict, with_entropy: bool = False, hidden: torch.Tensor | None = None,
+              temperature: float | None = None):
+        """Log-probs (and entropy) of the completion tokens, at the sampling temperature by default."""
         h = self._hidden(model, batch) if hidden is None else hidden
         head = self._base(model).get_output_embeddings()
         with self._gathered([head.weight]):
             logp, ent = chunked_logprobs(h, head.weight, batch["completion_ids"].to(self.device),
                                          bias=getattr(head, "bias", None),
-                                         temperature=self.cfg.rollout.temperature,
+                                         temperature=self.cfg.rollout.temperature if temperature is None else temperature,
                                          chunk_tokens=self.cfg.trainer.logprob_chunk, with_entropy=with_entropy)
         return logp, ent, h
 
@@ -172,13 +179,38 @@ class PolicyEngine:
         with self.engine.module.disable_adapter():  # LoRA: the base model is the reference
             return self._logp(self.engine.module, micro)[0].float().cpu()
 
+    @torch.no_grad()
+    def token_entropy(self, batch: dict, reference: bool) -> torch.Tensor:
+        """Full-vocabulary entropy (temperature 1) of the next-token distribution at every
+        completion position, under the reference model or the current policy: [N, T]."""
+        self.engine.module.eval()
+        mb, out = self.cfg.trainer.micro_batch_size, []
+        for s in range(0, batch["completion_ids"].shape[0], mb):
+            micro = {k: v[s : s + mb] for k, v in batch.items()}
+            if reference and self.ref_model is None:
+                with self.engine.module.disable_adapter():
+                    ent = self._logp(self.engine.module, micro, with_entropy=True, temperature=1.0)[1]
+            else:
+                model = self.ref_model if reference else self.engine.module
+                ent = self._logp(model, micro, with_entropy=True, temperature=1.0)[1]
+            out.append(ent.float().cpu())
+        self.engine.module.train()
+        return torch.cat(out)
+
     # ---------------------------------------------------------------- training
-    def train_mini_batch(self, micro_batches: list[dict], global_tokens: float, global_seqs: float) -> dict:
-        """One optimizer step over this rank's micro-batches (exact global aggregation)."""
+    def train_mini_batch(self, micro_batches: list[dict], global_tokens: float, global_seqs: float,
+                         ntp_micro_batches: list[dict] | None = None, ntp_tokens: float = 0.0) -> dict:
+        """One optimizer step over this rank's micro-batches (exact global aggregation).
+
+        ``ntp_micro_batches`` (RMT) add lambda * L_NTP, teacher-forced cross-entropy on document
+        tokens under ``ntp_mask``, to the same step; ``ntp_tokens`` is its global token count.
+        """
         a = self.cfg.algorithm
         loss_fn = POLICY_LOSSES[a.policy_loss]
         sums: dict[str, float] = {}
         loss_sum, grad_norm = 0.0, 0.0
+        ntp_micro_batches = ntp_micro_batches or []
+        n_micro = len(micro_batches) + len(ntp_micro_batches)
         for i, mb in enumerate(micro_batches):
             logp, _, _ = self._logp(self.engine.module, mb)
             mask = mb["loss_mask"].to(self.device)
@@ -200,24 +232,38 @@ class PolicyEngine:
                 metrics["kl"] = (kl.detach() * mask).sum() / mask.sum().clamp(min=1) / a.kl.coef
             share = aggregate(tok_loss, mask, a.aggregation, global_tokens=global_tokens,
                               global_seqs=global_seqs, max_len=self.cfg.rollout.max_tokens)
-            last = i == len(micro_batches) - 1
-            self.engine.set_gradient_accumulation_boundary(last)
-            # DeepSpeed averages gradients over ranks: multiply back so the global sum is exact.
-            self.engine.backward(share * self.world_size, scale_wrt_gas=False)
-            if last:
-                grad_norm = self._grad_norm()
-            self.engine.step()
+            grad_norm = self._backward(share, i == n_micro - 1) or grad_norm
             w = float(mask.sum())
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * w
             sums["_tokens"] = sums.get("_tokens", 0.0) + w
             loss_sum += share.item()
+        ntp_sum = 0.0
+        for j, mb in enumerate(ntp_micro_batches):
+            # RMT: L_NTP at temperature 1 (a language-modelling loss, not a sampling distribution)
+            logp = self._logp(self.engine.module, mb, temperature=1.0)[0]
+            nll = -(logp * mb["ntp_mask"].to(self.device)).sum()
+            share = a.rmt.ntp_coef * nll / (max(ntp_tokens, 1.0) if a.rmt.ntp_reduction == "mean" else 1.0)
+            grad_norm = self._backward(share, len(micro_batches) + j == n_micro - 1) or grad_norm
+            ntp_sum += float(nll.detach())
+            loss_sum += share.item()
         tokens = max(sums.pop("_tokens", 0.0), 1.0)
         out = {(k if "/" in k else f"train/{k}"): v / tokens for k, v in sums.items()}
+        if ntp_micro_batches:
+            out["train/ntp_nll_sum"] = ntp_sum  # this rank's; the group divides the total by ntp_tokens
         out["train/loss"] = loss_sum  # this rank's share; shares sum to the mini-batch loss
         out["train/grad_norm"] = grad_norm
         out["train/lr"] = float(self.scheduler.get_last_lr()[0])
         return out
+
+    def _backward(self, share: torch.Tensor, last: bool) -> float | None:
+        """Accumulate one micro-batch; the optimizer steps after ``last``. Returns the grad norm then."""
+        self.engine.set_gradient_accumulation_boundary(last)
+        # DeepSpeed averages gradients over ranks: multiply back so the global sum is exact.
+        self.engine.backward(share * self.world_size, scale_wrt_gas=False)
+        norm = self._grad_norm() if last else None
+        self.engine.step()
+        return norm
 
     def _grad_norm(self) -> float:
         """Pre-clip global gradient norm (ZeRO >= 1 keeps partitioned grads: ask DeepSpeed)."""

@@ -21,6 +21,7 @@ class Components:
     sampler: object
     trainers: object
     pool: object
+    midtrain: object | None = None  # RMT: documents -> per-step prompts (rl/midtrain.py)
 
     def close(self) -> None:
         for part in (self.pool, self.trainers):
@@ -71,14 +72,19 @@ def build_components(cfg: Config, recipe_path: str | None) -> Components:
     model_path = resolve_model(cfg.model.name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    train_set = load_train_prompts(cfg.data, tokenizer)
-    if not train_set.rows:
-        raise ValueError(f"data.source: {cfg.data.source} split {cfg.data.train_split!r} has no usable prompts")
-    test_set = load_eval_prompts(cfg.data, tokenizer, limit=cfg.eval.num_prompts)
+    midtrain = None
+    if cfg.algorithm.rmt.enable:
+        midtrain, train_set, test_set = _midtraining(cfg, tokenizer, pad_id), None, None
+        sampler = midtrain.sampler
+    else:
+        train_set = load_train_prompts(cfg.data, tokenizer)
+        if not train_set.rows:
+            raise ValueError(f"data.source: {cfg.data.source} split {cfg.data.train_split!r} has no usable prompts")
+        test_set = load_eval_prompts(cfg.data, tokenizer, limit=cfg.eval.num_prompts)
+        sampler = PromptSampler(len(train_set.rows), cfg.trainer.prompts_per_step, cfg.trainer.seed, cfg.data.shuffle)
     base_dir = str(Path(recipe_path).resolve().parent) if recipe_path else None
     scorer = RewardScorer([{"name": f.name, "weight": f.weight, "kwargs": dict(f.kwargs)} for f in cfg.rewards.functions],
                           on_error=cfg.rewards.on_error, timeout_s=cfg.rewards.timeout_s, base_dir=base_dir)
-    sampler = PromptSampler(len(train_set.rows), cfg.trainer.prompts_per_step, cfg.trainer.seed, cfg.data.shuffle)
     init_ray(cfg)
     a = cfg.algorithm
     total_opt_steps = cfg.trainer.steps * a.epochs * a.mini_batches
@@ -94,4 +100,21 @@ def build_components(cfg: Config, recipe_path: str | None) -> Components:
     except BaseException:
         trainers.shutdown()
         raise
-    return Components(run_dir, model_path, tokenizer, pad_id, train_set, test_set, scorer, sampler, trainers, pool)
+    return Components(run_dir, model_path, tokenizer, pad_id, train_set, test_set, scorer, sampler, trainers, pool,
+                      midtrain)
+
+
+def _midtraining(cfg: Config, tokenizer, pad_id: int):
+    from rl.data import MissingSplitError
+    from rl.midtrain import MidTraining, load_documents
+    from rl.sampler import PromptSampler
+
+    train = load_documents(cfg, tokenizer, cfg.data.train_split)
+    test = None
+    if cfg.data.test_split:
+        try:
+            test = load_documents(cfg, tokenizer, cfg.data.test_split)
+        except MissingSplitError as e:
+            print(f"[tokencredit] {e}; no evaluation set", flush=True)
+    sampler = PromptSampler(len(train.ids), cfg.algorithm.rmt.docs_per_step, cfg.trainer.seed, cfg.data.shuffle)
+    return MidTraining(cfg, tokenizer, pad_id, sampler, train, test)

@@ -88,38 +88,57 @@ class TrainerGroup:
         return self._get([self.ranks[0].call.remote(method, *args, **kwargs)], method)[0]
 
     # ------------------------------------------------------------------ API
-    def forward_stats(self, batch: dict, need_entropy: bool, need_hidden: bool, need_ref: bool) -> dict:
+    def _row_split(self, method: str, batch: dict, *args) -> list:
+        """``method`` on every rank over its contiguous share of ``batch``'s rows, in row order."""
         n = batch["completion_ids"].shape[0]
-        slices = [s for s in split_rows(n, self.world)]
-        refs = [r.call.remote("forward_stats", {k: v[s] for k, v in batch.items()}, need_entropy,
-                              need_hidden, need_ref)
-                for r, s in zip(self.ranks, slices) if s.stop > s.start]
-        parts = self._get(refs, "forward_stats")
+        refs = [r.call.remote(method, {k: v[s] for k, v in batch.items()}, *args)
+                for r, s in zip(self.ranks, split_rows(n, self.world)) if s.stop > s.start]
+        return self._get(refs, method)
+
+    def forward_stats(self, batch: dict, need_entropy: bool, need_hidden: bool, need_ref: bool) -> dict:
+        parts = self._row_split("forward_stats", batch, need_entropy, need_hidden, need_ref)
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
-    def train_mini_batch(self, batch: dict) -> dict:
-        """One optimizer step on every rank over ``batch`` (rows without loss tokens already removed)."""
-        from rl.algorithms.aggregation import loss_counts
+    def token_entropy(self, batch: dict, reference: bool) -> torch.Tensor:
+        return torch.cat(self._row_split("token_entropy", batch, reference))
 
+    def _rank_micro_batches(self, batch: dict, mask_key: str) -> list[list[dict]]:
+        """Each rank's micro-batches of ``batch``. Every rank gets the same number (DeepSpeed
+        steps in lockstep): a rank short of rows backprops zero-``mask_key`` copies of row 0."""
         n = batch["completion_ids"].shape[0]
-        micro = self.cfg.trainer.micro_batch_size
-        gas = max(1, math.ceil(n / (micro * self.world)))
-        global_tokens, global_seqs = loss_counts(batch["loss_mask"])
-        refs = []
-        for r, s in zip(self.ranks, split_rows(n, self.world)):
-            rows = list(range(s.start, s.stop))
-            if not rows:  # fewer rows than ranks: this rank backprops a zero-weight copy of row 0
-                rows = [0]
+        gas = max(1, math.ceil(n / (self.cfg.trainer.micro_batch_size * self.world)))
+        per_rank = []
+        for s in split_rows(n, self.world):
+            rows = list(range(s.start, s.stop)) or [0]
             micro_batches = []
             for ms in split_rows(len(rows), gas):
                 idx = rows[ms] if ms.stop > ms.start else rows[:1]
                 mb = {k: v[idx] for k, v in batch.items()}
                 if ms.stop <= ms.start or s.stop <= s.start:
-                    mb["loss_mask"] = torch.zeros_like(mb["loss_mask"])
+                    mb[mask_key] = torch.zeros_like(mb[mask_key])
                 micro_batches.append(mb)
-            refs.append(r.call.remote("train_mini_batch", micro_batches, global_tokens, global_seqs))
+            per_rank.append(micro_batches)
+        return per_rank
+
+    def train_mini_batch(self, batch: dict, ntp: dict | None = None) -> dict:
+        """One optimizer step on every rank over ``batch`` (rows without loss tokens already removed).
+
+        ``ntp`` (RMT): document rows with an ``ntp_mask``; their lambda * L_NTP joins the same step.
+        """
+        from rl.algorithms.aggregation import loss_counts
+
+        global_tokens, global_seqs = loss_counts(batch["loss_mask"])
+        rl_parts = self._rank_micro_batches(batch, "loss_mask")
+        ntp_parts = self._rank_micro_batches(ntp, "ntp_mask") if ntp is not None else [None] * self.world
+        ntp_tokens = float(ntp["ntp_mask"].sum()) if ntp is not None else 0.0
+        refs = [r.call.remote("train_mini_batch", rl_mb, global_tokens, global_seqs, ntp_mb, ntp_tokens)
+                for r, rl_mb, ntp_mb in zip(self.ranks, rl_parts, ntp_parts)]
         results = self._get(refs, "train_mini_batch")
-        return results[0]
+        out = dict(results[0])
+        if ntp is not None:  # the ranks' NLL sums -> the mean NLL over every NTP token
+            out.pop("train/ntp_nll_sum", None)
+            out["train/ntp_nll"] = sum(r["train/ntp_nll_sum"] for r in results) / max(ntp_tokens, 1.0)
+        return out
 
     def lm_head(self):
         return self._rank0("lm_head")

@@ -1,7 +1,9 @@
 """Built-in ``length_budget``: RMT's triangular reward on the chain-of-thought length
 (Reinforcement Mid-Training, arXiv 2509.24375).
 
-Budget at training step t of T (from ``trainer_state``: ``step``, ``total_steps``):
+Budget: the per-sample column ``budget`` when the caller passes one (an RMT run does: B_t
+from ``algorithm.rmt``, the same number its prompt states), else at training step t of T
+(from ``trainer_state``: ``step``, ``total_steps``):
 
     B_t = max(B_min, floor(B_0 * gamma ** (t / T)))
 
@@ -113,9 +115,14 @@ def length_budget(
         raise ValueError("length_budget: count='tokens' needs completion_ids")
     if budget_min < 1:
         raise ValueError(f"length_budget: budget_min must be >= 1, got {budget_min!r}")
-    budget = budget_at(*_steps(trainer_state), budget_init, budget_min, gamma)
+    if "budget" in kwargs:
+        budgets = [int(b) for b in kwargs["budget"]]
+        if min(budgets, default=1) < 1:
+            raise ValueError(f"length_budget: column 'budget' must hold budgets >= 1, got {min(budgets)}")
+    else:
+        budgets = [budget_at(*_steps(trainer_state), budget_init, budget_min, gamma)] * len(completions)
     ids_per_sample = completion_ids if completion_ids is not None else [[]] * len(completions)
     return [
-        triangular(cot_length(text, ids, count, tokenizer), budget, r_max)
-        for text, ids in zip(completions, ids_per_sample)
+        triangular(cot_length(text, ids, count, tokenizer), b, r_max)
+        for text, ids, b in zip(completions, ids_per_sample, budgets)
     ]

@@ -125,12 +125,20 @@ class TWConfig:
 class RMTConfig:
     """RMT, arXiv 2509.24375. Spec §5 and Open question 7 (most values were not published)."""
 
+    enable: bool = _h(False, "RMT mid-training: data.source holds documents (data.prompt_field = the text); RL prompts "
+                      "are curriculum-sampled positions, NTP loss on the other tokens (rl/midtrain.py)")
+    docs_per_step: int = _h(4, "RMT: documents drawn per step; trainer.prompts_per_step positions are sampled among them")
+    max_doc_tokens: int = _h(256, "RMT: documents are cut to this many tokens (the NTP loss and positions live in this window)")
+    context_tokens: int = _h(64, "RMT: at most this many document tokens before the position go into its prompt")
+    min_context: int = _h(4, "RMT: positions need at least this many preceding document tokens")
+    prompt_template: str = _h(
+        "Continue the text below by one token. Think inside <think></think> using exactly {budget} tokens, then "
+        "write only the next token.\n\nText: {context}",
+        "RMT: instruction around the prefix; {budget} = B_t, {context} = the document prefix")
     budget_init: int = _h(800, "RMT (2509.24375): initial think-token budget B_0")
     budget_min: int = _h(1, "RMT: smallest budget B_min")
     gamma: float = _h(0.2, "RMT: B_t = max(B_min, floor(B_0 * gamma^(t / T^budget_k)))")
     budget_k: float = _h(1.0, "RMT: exponent k of T in t/T^k (paper note: 1; the themoonlight review writes T^k)")
-    length_weight: float = _h(0.2, "RMT: w in r = (1-w) r_pos + w r_len (unpublished; spec Q7: 0.2)")
-    r_max: float = _h(1.0, "RMT: peak of the triangular length reward (unpublished; spec Q7: 1)")
     ntp_coef: float = _h(0.1, "RMT: lambda in L = L_RL + lambda * L_NTP")
     ntp_reduction: str = _h("mean", "RMT: L_NTP over the other tokens as a 'mean' (usual CE) | 'sum' (the note's formula)")
     t1: float = _h(0.3, "RMT: curriculum transition t_1 as a fraction of training")
@@ -148,7 +156,15 @@ class RMTConfig:
             raise ValueError(f"{prefix}.budget_init/budget_min: need budget_init >= budget_min >= 1, "
                              f"got {self.budget_init}, {self.budget_min}")
         _in_range(prefix, "gamma", self.gamma, 0.0, 1.0, lo_open=True)
-        _in_range(prefix, "length_weight", self.length_weight, 0.0, 1.0)
+        for name in ("docs_per_step", "max_doc_tokens", "context_tokens", "min_context"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{prefix}.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.min_context >= self.max_doc_tokens:
+            raise ValueError(f"{prefix}.min_context: {self.min_context} leaves no position in documents of "
+                             f"{prefix}.max_doc_tokens={self.max_doc_tokens} tokens")
+        for placeholder in ("{budget}", "{context}"):
+            if placeholder not in self.prompt_template:
+                raise ValueError(f"{prefix}.prompt_template: must contain {placeholder}")
         _choice(prefix, "ntp_reduction", self.ntp_reduction, ("mean", "sum"))
         _choice(prefix, "entropy_model", self.entropy_model, ("reference", "policy"))
         if not 0.0 <= self.t1 <= self.t2 <= 1.0:

@@ -1,6 +1,6 @@
 """RMT: Reinforcement Mid-Training (arXiv 2509.24375). Spec §5 and Open question 7.
 
-Pure functions for a recipe to wire in; RMT is not a credit module. Its RL "questions"
+Pure functions; rl/midtrain.py wires them into the loop (``algorithm.rmt.enable``). RMT is not a credit module. Its RL "questions"
 are positions of pre-training text: the curriculum picks *which prefixes become prompts*
 (before rollout), and its NTP loss runs on the document, not on the completions the
 credit chain sees. So nothing is registered with ``@register_credit``.
@@ -19,7 +19,9 @@ Interpretations (config ``algorithm.rmt``; not published, spec Q7 recommendation
 * ``entropy_model=reference``: which model's entropy ranks the tokens (use
   rl.credit.entropy.chunked_entropy on its hidden states).
 * ``ntp_reduction=mean``: L_NTP averaged over the other tokens (usual CE); ``sum`` is the note's literal sum.
-* ``length_weight=0.2``, ``r_max=1``: the triangular length reward itself belongs to ``rewards/``.
+* w = 0.2, r_max = 1: RMT's reward (1-w) r_pos + w r_len is two reward functions in the recipe,
+  ``next_token_match`` (weight 0.8) and ``length_budget`` (weight 0.2, kwarg r_max); the loop passes
+  each prompt's B_t to them as the ``budget`` column (recipes/rmt.yaml).
 """
 
 from __future__ import annotations

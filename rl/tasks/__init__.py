@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from rl.tasks import arithmetic, countdown
+from rl.tasks import arithmetic, arithmetic_notes, countdown
 
-TASKS: dict[str, ModuleType] = {"arithmetic": arithmetic, "countdown": countdown}
+TASKS: dict[str, ModuleType] = {"arithmetic": arithmetic, "arithmetic_notes": arithmetic_notes, "countdown": countdown}
 SPLITS = ("train", "test")
 
 
