@@ -10,3 +10,13 @@ def explode_at_step_3(prompts, completions, trainer_state, **kw):
     if trainer_state["step"] == 2:  # 0-based: the third step
         raise RuntimeError("reward backend unavailable")
     return number_reward(prompts, completions, **kw)
+
+
+def zero_reward(prompts, completions, **_):
+    return [0.0] * len(completions)
+
+
+def explode_at_step_2(prompts, completions, trainer_state, **kw):
+    if trainer_state["step"] == 1:  # 0-based: the second step
+        raise RuntimeError("reward backend unavailable")
+    return zero_reward(prompts, completions)

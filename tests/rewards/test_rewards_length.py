@@ -89,3 +89,12 @@ def test_length_budget_errors(kwargs, match):
     base = {"trainer_state": {"step": 0, "total_steps": 1}, "completion_ids": [[1]]}
     with pytest.raises(ValueError, match=match):
         length_budget(["p"], ["x"], **{**base, **kwargs})
+
+
+def test_length_budget_budget_column_overrides_the_schedule():
+    # RMT passes each prompt's B_t: 4 words against budgets 4 (peak), 8 (half way up), 2 (at 2B: zero)
+    texts = ["<think>a b c d</think> 7"] * 3
+    got = length_budget(["p"] * 3, texts, trainer_state=None, budget=[4, 8, 2])
+    assert got == [1.0, 0.5, 0.0]
+    with pytest.raises(ValueError, match="column 'budget'"):
+        length_budget(["p"], texts[:1], budget=[0])
