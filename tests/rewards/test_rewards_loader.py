@@ -14,7 +14,7 @@ HERE = Path(__file__).parent
 
 def test_builtin_names():
     assert set(builtin_rewards()) == {"math_answer", "format", "soft_multichoice", "overlong_penalty", "length_budget",
-                                       "countdown"}
+                                       "next_token_match", "countdown"}
     assert load_reward_fn("format") is format_reward
 
 
