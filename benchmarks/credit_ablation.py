@@ -61,6 +61,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", default=str(RESULTS), help="folder for credit_ablation.{json,png}")
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "credit_ablation"))
     p.add_argument("--extra", nargs="*", default=[], help="more dotted overrides for every arm")
+    p.add_argument("--reuse", nargs="*", default=[], choices=list(ARMS),
+                   help="arms whose finished run folder under --runs-dir is summarised, not re-run "
+                        "(e.g. to re-run one arm that shared the machine with another job)")
     return p.parse_args()
 
 
@@ -149,7 +152,8 @@ def main() -> None:
     from omegaconf import OmegaConf
     recipe = OmegaConf.load(args.recipe)
     steps = args.steps or int(recipe.trainer.steps)
-    arms = [summarise(arm, run_arm(arm, args)) for arm in args.arms]
+    arms = [summarise(arm, Path(args.runs_dir) / arm if arm in args.reuse else run_arm(arm, args))
+            for arm in args.arms]
     by_name = {a["arm"]: a for a in arms}
     summary = {}
     if "grpo" in by_name:
@@ -165,7 +169,7 @@ def main() -> None:
     result = {
         "benchmark": "credit_ablation",
         "command": "python " + " ".join(["benchmarks/credit_ablation.py", *sys.argv[1:]]),
-        "recipe": Path(args.recipe).name, "steps": steps, "eval_every": args.eval_every,
+        "recipe": Path(args.recipe).name, "steps": steps, "eval_every": args.eval_every, "reused": args.reuse,
         "pass_k": int(recipe.get("eval", {}).get("pass_k", 4)),
         "machine": f"{os.cpu_count()} CPU cores, no GPU; load average at end {os.getloadavg()[0]:.1f}",
         "summary": summary, "arms": arms,
