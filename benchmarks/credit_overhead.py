@@ -6,12 +6,15 @@ quickstart recipe's settings) runs the controller's step pieces on one synthetic
 completions of 1/2 to 1 x ``--completion-len`` random tokens, Bernoulli(0.4) rewards per row):
 
     forward_stats  the old-policy pass (log-probs, + entropy / hidden states the chain needs)
-    credit         advantages, ``PolicySnapshot`` from ``engine.lm_head()``, the module's apply()
+    credit         advantages, ``PolicySnapshot`` from ``engine.lm_head()``, the modules
     update         ``train_mini_batch`` over the rows still in the loss (as controller.update_policy)
 
+The first two are ``rl.credit_step.assign_credit``, the very code a run executes (D3S's sample
+level runs before the old-policy pass, which then covers only the kept rows).
+
 Configs: ``grpo`` (forward_stats + update, the baseline the ratios use), ``grpo_onpolicy``
-(update only: what the controller actually runs for plain one-update GRPO, rl/controller.py
-``needs_old_pass``), ``d3s`` (at training progress ``--d3s-progress``, default 0: the most rows
+(update only: what the controller actually runs for plain one-update GRPO,
+``rl.credit_step.needs_old_pass``), ``d3s`` (at training progress ``--d3s-progress``, default 0: the most rows
 and tokens dropped), ``thr_group``, ``thr_full`` (``algorithm.thr.vocab``) and ``tw``.
 Configs are interleaved within each repeat (order rotated per repeat) and the median over
 repeat (by CPU time) is reported whole, wall seconds and process CPU seconds (steadier on
@@ -51,12 +54,10 @@ from pathlib import Path
 import torch
 
 from rl.algorithms.aggregation import loss_counts
-from rl.algorithms.registry import ADVANTAGES
-from rl.batch import build_experience, forward_inputs, train_tensors
+from rl.batch import build_experience, train_tensors
 from rl.config import Config, load_config
-from rl.controller import needs_old_pass
-from rl.credit.base import CreditContext, PolicySnapshot
-from rl.credit.chain import build_chain, chain_needs, run_chain
+from rl.credit.chain import build_chain
+from rl.credit_step import assign_credit
 from rl.models import resolve_model
 from rollout.types import Completion
 
@@ -160,59 +161,57 @@ def one_rank_micro_batches(batch: dict, micro: int) -> list[dict]:
 
 
 class Clock:
-    """``with clock(phase):`` records wall seconds, process CPU seconds and peak RSS into ``res``.
+    """``with clock(phase):`` adds wall seconds and process CPU seconds to ``res`` and keeps the
+    phase's peak RSS (a phase may be entered more than once; ``old_logp`` is the "forward" phase).
 
     CPU seconds count only what this process ran, so they are steadier than wall time when
     other jobs share the cores; with one torch thread they are the work done.
     """
 
+    ALIAS = {"old_logp": "forward"}
+
     def __init__(self, mem: PeakRSS, res: dict) -> None:
         self.mem, self.res = mem, res
+        for phase in ("forward", "credit", "update"):
+            res.update({f"{phase}_s": 0.0, f"{phase}_cpu_s": 0.0, f"{phase}_peak_mb": 0.0, f"{phase}_extra_mb": 0.0})
 
     @contextmanager
     def __call__(self, phase: str):
+        phase = self.ALIAS.get(phase, phase)
         rss = self.mem.start()
         w0, c0 = time.perf_counter(), time.process_time()
         yield
-        self.res[f"{phase}_s"] = time.perf_counter() - w0
-        self.res[f"{phase}_cpu_s"] = time.process_time() - c0
+        self.res[f"{phase}_s"] += time.perf_counter() - w0
+        self.res[f"{phase}_cpu_s"] += time.process_time() - c0
         peak = self.mem.stop()
-        self.res[f"{phase}_rss_before_mb"], self.res[f"{phase}_peak_mb"] = rss, peak
-        self.res[f"{phase}_extra_mb"] = peak - rss
+        self.res.setdefault("rss_before_mb", rss)
+        if peak > self.res[f"{phase}_peak_mb"]:
+            self.res[f"{phase}_peak_mb"], self.res[f"{phase}_extra_mb"] = peak, peak - rss
 
 
 # ---------------------------------------------------------------- one controller step
 def run_step(engine, cfg: Config, chain, force_old: bool, rollout, pad_id: int, progress: float,
              mem: PeakRSS) -> dict:
-    """The controller's old_logp -> credit -> update for one batch; seconds and peak RSS per phase."""
-    needs = chain_needs(chain)
+    """The controller's old pass + credit (``rl.credit_step.assign_credit``, the same code) and
+    update for one batch; seconds and peak RSS per phase."""
     exp = build_experience(*rollout, pad_id)
     res: dict = {"load_1min": os.getloadavg()[0]}
     clock = Clock(mem, res)
-    with clock("forward"):
-        if force_old or needs_old_pass(cfg, needs):
-            stats = engine.forward_stats(forward_inputs(exp), "entropy" in needs, "hidden" in needs, False)
-            exp.old_logp, exp.entropy, exp.hidden = stats["old_logp"], stats.get("entropy"), stats.get("hidden")
-    with clock("credit"):
-        a = cfg.algorithm
-        adv = ADVANTAGES[a.advantage](exp.rewards, exp.group_id, std_normalize=a.std_normalize, std_eps=a.std_eps)
-        exp.advantages = adv[:, None].expand_as(exp.completion_mask).contiguous()
-        policy = PolicySnapshot(*engine.lm_head(), cfg.rollout.temperature) if "policy" in needs else None
-        total = 100
-        res["credit_metrics"] = run_chain(chain, exp, CreditContext(round(progress * (total - 1)), total, policy))
-        del policy
+    total = 100
+    res["credit_metrics"] = assign_credit(engine, exp, cfg, chain, round(progress * (total - 1)), total, clock,
+                                          force_old_pass=force_old)
     with clock("update"):
         rows = torch.arange(exp.num_rows)[exp.active_rows()]
         batch = train_tensors(exp, rows)
         global_tokens, global_seqs = loss_counts(batch["loss_mask"])
         engine.train_mini_batch(one_rank_micro_batches(batch, cfg.trainer.micro_batch_size), global_tokens,
                                 global_seqs)
-    res["rss_before_mb"] = res["forward_rss_before_mb"]
     res["step_cpu_s"] = res["forward_cpu_s"] + res["credit_cpu_s"] + res["update_cpu_s"]
     res["step_s"] = res["forward_s"] + res["credit_s"] + res["update_s"]
     res["peak_mb"] = max(res["forward_peak_mb"], res["credit_peak_mb"], res["update_peak_mb"])
     res["extra_peak_mb"] = res["peak_mb"] - res["rss_before_mb"]
     res["rows_in_backward"] = int(rows.numel())
+    res["old_pass_rows"] = int(res["credit_metrics"].get("batch/old_pass_rows", 0))
     res["tokens_in_backward"] = int(batch["prompt_ids"].numel() + batch["completion_ids"].numel())  # padded
     res["real_tokens_in_backward"] = int(batch["prompt_mask"].sum() + batch["completion_mask"].sum())
     res["loss_tokens"] = int(batch["loss_mask"].sum())

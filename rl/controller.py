@@ -12,14 +12,11 @@ from pathlib import Path
 import torch
 
 from rl import checkpoint as ckpt
-from rl.algorithms.kl import kl_penalty_reward
-from rl.algorithms.registry import ADVANTAGES
-from rl.algorithms.tis import mismatch_metrics
-from rl.batch import build_experience, forward_inputs, train_tensors
+from rl.batch import build_experience, train_tensors
 from rl.collect import collect
 from rl.config import Config, to_yaml
-from rl.credit.base import CreditContext, PolicySnapshot
-from rl.credit.chain import build_chain, chain_needs, run_chain
+from rl.credit.chain import build_chain
+from rl.credit_step import assign_credit
 from rl.evaluate import evaluate
 from rl.inspect_dump import save_batch
 from rl.setup import Components, build_components
@@ -31,7 +28,6 @@ def train(cfg: Config, recipe_path: str | None = None) -> Path:
     run_dir, trainers, pool, tracker = c.run_dir, c.trainers, c.pool, None
     try:
         chain = build_chain(list(cfg.algorithm.credit), cfg.algorithm)
-        needs = chain_needs(chain)
         steps, start = cfg.trainer.steps, 0
         resume_from = ckpt.resolve_resume(cfg.checkpoint.resume, run_dir)
         if resume_from is not None:
@@ -60,33 +56,7 @@ def train(cfg: Config, recipe_path: str | None = None) -> Path:
             exp = build_experience(got.prompt_ids, got.groups, got.rewards, c.pad_id)
             metrics.update(got.metrics)
 
-            kl_as_loss = cfg.algorithm.kl.coef > 0 and cfg.algorithm.kl.mode == "loss"
-            need_ref = cfg.algorithm.kl.coef > 0
-            if needs_old_pass(cfg, needs):  # else the update's own forward gives old_logp (on-policy)
-                with timer("old_logp"):
-                    stats = trainers.forward_stats(forward_inputs(exp), "entropy" in needs, "hidden" in needs, need_ref)
-                    exp.old_logp, exp.entropy, exp.hidden = stats["old_logp"], stats.get("entropy"), stats.get("hidden")
-                    exp.ref_logp = stats.get("ref_logp")
-                    mm = mismatch_metrics(exp.old_logp, exp.sampler_logp, exp.completion_mask)
-                    metrics.update({f"mismatch/{k}": float(v) for k, v in mm.items()})
-            if need_ref and not kl_as_loss:  # KL as a reward penalty (InstructGPT style)
-                exp.rewards, row_kl = kl_penalty_reward(exp.rewards, exp.old_logp, exp.ref_logp,
-                                                        exp.completion_mask, cfg.algorithm.kl.coef)
-                metrics["train/kl_reward"] = float(row_kl.mean())
-
-            with timer("credit"):
-                a = cfg.algorithm
-                adv = ADVANTAGES[a.advantage](exp.rewards, exp.group_id, std_normalize=a.std_normalize, std_eps=a.std_eps)
-                exp.advantages = adv[:, None].expand_as(exp.completion_mask).contiguous()
-                if a.overlong_filter:
-                    exp.drop_rows(~exp.truncated)
-                policy = None
-                if "policy" in needs:
-                    w, b = trainers.lm_head()
-                    policy = PolicySnapshot(w, b, cfg.rollout.temperature)
-                metrics.update(run_chain(chain, exp, CreditContext(step, steps, policy)))
-                metrics["batch/loss_tokens_frac"] = float(exp.loss_mask().sum() / exp.completion_mask.sum().clamp(min=1))
-                metrics["batch/loss_tokens"] = float(exp.loss_mask().sum())
+            metrics.update(assign_credit(trainers, exp, cfg, chain, step, steps, timer))
 
             with timer("update"):
                 metrics.update(update_policy(trainers, exp, cfg, ntp))
@@ -115,12 +85,6 @@ def train(cfg: Config, recipe_path: str | None = None) -> Path:
             tracker.close()
         write_report(run_dir, f"{cfg.name}: {run_dir.name}")
         c.close()
-
-
-def needs_old_pass(cfg: Config, needs: set[str]) -> bool:
-    """A separate no-grad pass is needed unless one on-policy update needs nothing but log-probs."""
-    a = cfg.algorithm
-    return a.epochs > 1 or a.mini_batches > 1 or bool(needs) or a.kl.coef > 0
 
 
 def update_policy(trainers, exp, cfg: Config, ntp: dict | None = None) -> dict[str, float]:

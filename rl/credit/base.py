@@ -69,9 +69,18 @@ class CreditModule:
 
     name: str = "base"
     needs: frozenset[str] = frozenset()  # subset of {"entropy", "hidden", "policy"}
+    # May the module read old-policy statistics of rows already out of the loss (THR's M+ and TW's
+    # divergence use the whole group)? If no module does, the old-policy pass skips those rows.
+    reads_dropped_rows: bool = True
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
+
+    def select_rows(self, exp: Experience, ctx: CreditContext) -> dict[str, float] | None:
+        """Optional first phase that drops rows using advantages only (no old-policy statistics).
+        When the module leads the chain, the loop runs it before the old-policy pass; ``apply``
+        must then skip it for that batch. None = the module has no such phase."""
+        return None
 
     def apply(self, exp: Experience, ctx: CreditContext) -> dict[str, float]:
         raise NotImplementedError

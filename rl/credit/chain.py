@@ -26,3 +26,13 @@ def run_chain(chain: list[CreditModule], exp: Experience, ctx: CreditContext) ->
     for module in chain:
         metrics.update(module.apply(exp, ctx))
     return metrics
+
+
+def run_row_phase(chain: list[CreditModule], exp: Experience, ctx: CreditContext) -> dict[str, float] | None:
+    """The leading module's advantage-only row selection, if it has one (metrics), else None."""
+    return chain[0].select_rows(exp, ctx) if chain else None
+
+
+def stats_rows_can_shrink(chain: list[CreditModule]) -> bool:
+    """True when no module reads old-policy statistics of rows that are out of the loss."""
+    return all(not m.reads_dropped_rows for m in chain)

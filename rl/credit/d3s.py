@@ -120,10 +120,13 @@ def row_advantages(exp: Experience) -> torch.Tensor:
 @register_credit("d3s")
 class D3S(CreditModule):
     name = "d3s"
+    reads_dropped_rows = False  # the token level ranks only the rows it kept
 
     def __init__(self, cfg: D3SConfig) -> None:
         super().__init__(cfg)
         cfg.check()
+        self._selected: Experience | None = None  # the batch select_rows already ran on
+        self._tokens_before = 0.0
         token_level = cfg.k_init < 1.0 or (cfg.schedule == "linear" and cfg.k_final < 1.0)
         self.needs = frozenset({"entropy"}) if token_level else frozenset()
 
@@ -137,12 +140,14 @@ class D3S(CreditModule):
         raw = n_sched * group_size if self.cfg.n_unit == "fraction" else n_sched
         return min(group_size, max(2, _round_half_up(raw)))
 
-    def apply(self, exp: Experience, ctx: CreditContext) -> dict[str, float]:
+    def select_rows(self, exp: Experience, ctx: CreditContext) -> dict[str, float]:
+        """Sample level: the max-variance subsets (reads only advantages, so it can run before the
+        old-policy pass, which then skips the dropped rows)."""
         if exp.advantages is None:
             raise ValueError("credit module d3s: exp.advantages is None; run the advantage estimator first")
         cfg = self.cfg
         cfg.check()
-        n_sched, k = self.schedule(ctx.progress)
+        n_sched, _ = self.schedule(ctx.progress)
         adv = row_advantages(exp)
         eligible = exp.active_rows() & (adv.abs() > cfg.zero_tol)
 
@@ -168,18 +173,23 @@ class D3S(CreditModule):
 
         keep = torch.zeros(exp.num_rows, dtype=torch.bool, device=adv.device)
         keep[keep_idx] = True
-        before_tokens = float(exp.loss_mask().sum())
+        self._tokens_before = float(exp.loss_mask().sum())
         exp.drop_rows(keep)
-
-        metrics = {
+        self._selected = exp
+        return {
             "d3s/n_s": sum(n_s_values) / max(1, len(n_s_values)),
-            "d3s/k": k,
             "d3s/kept_samples": float(keep.sum()),
             "d3s/kept_sample_frac": float(keep.sum()) / max(1, exp.num_rows),
             "d3s/adv_var_all": float(adv[exp.completion_mask.sum(-1) > 0].var(unbiased=False)) if exp.num_rows else 0.0,
             "d3s/adv_var_kept": float(adv[keep].var(unbiased=False)) if keep.any() else 0.0,
         }
 
+    def apply(self, exp: Experience, ctx: CreditContext) -> dict[str, float]:
+        """Sample level (unless ``select_rows`` already ran on this batch), then token level."""
+        metrics = {} if self._selected is exp else self.select_rows(exp, ctx)
+        self._selected = None
+        _, k = self.schedule(ctx.progress)
+        metrics["d3s/k"] = k
         valid = exp.loss_mask() > 0
         if k < 1.0:
             if exp.entropy is None:
@@ -187,10 +197,10 @@ class D3S(CreditModule):
                                  f"(K={k:.3f} < 1) needs the old policy's entropy; the trainer must provide it")
             tok_adv = exp.advantages if exp.advantages.dim() == 2 else exp.advantages[:, None]
             score = tok_adv.float().abs() * exp.entropy.float()
-            token_keep = keep_top_fraction(score, valid, k, per_row=cfg.token_scope == "response")
+            token_keep = keep_top_fraction(score, valid, k, per_row=self.cfg.token_scope == "response")
             exp.token_mask = exp.token_mask * token_keep.to(exp.token_mask.dtype)
             exp.extras["d3s_score"] = score * valid
         kept_tokens = float(exp.loss_mask().sum())
         metrics["d3s/kept_tokens"] = kept_tokens
-        metrics["d3s/kept_token_frac"] = kept_tokens / before_tokens if before_tokens else 0.0
+        metrics["d3s/kept_token_frac"] = kept_tokens / self._tokens_before if self._tokens_before else 0.0
         return metrics
