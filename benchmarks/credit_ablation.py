@@ -19,11 +19,14 @@ backward pass (summed over steps), and trainer seconds: the trainer-side wall ti
 i.e. the old-policy pass (log-probs, entropy, hidden states) + the credit computation + the
 update, summed over steps. Generation, weight sync and evaluation are excluded: they are the
 same work for every arm. "Seconds to GRPO's final greedy accuracy" is the trainer time up to
-the first evaluation at which the arm reached the GRPO arm's final accuracy (None if never).
+the first evaluation at which the arm reached the GRPO arm's final accuracy (None if never);
+"GRPO greedy at same s" is the GRPO arm's accuracy after as many trainer seconds as the arm
+used in all (linear between GRPO's evaluations): the comparison at equal trainer time.
 
     python benchmarks/credit_ablation.py                  # all arms, ~40 min on 2 CPU cores
     python benchmarks/credit_ablation.py --arms grpo d3s  # a subset
     python benchmarks/credit_ablation.py --steps 2 --eval-every 1 --out /tmp/abl  # smoke
+    python benchmarks/credit_ablation.py --reuse grpo d3s thr_exploit thr_explore tw  # re-summarise only
 
 Writes benchmarks/results/credit_ablation.json and .png and prints a table. One seed: the
 differences between arms at this scale are a few held-out prompts; read them as such.
@@ -120,6 +123,17 @@ def seconds_to_reach(arm: dict, target: float) -> float | None:
     return None
 
 
+def greedy_at(arm: dict, seconds: float) -> float:
+    """The arm's greedy accuracy at ``seconds`` of trainer time, linear between evaluations
+    (its final value past its last one)."""
+    pts = arm["curve"]
+    for a, b in zip(pts, pts[1:]):
+        if a["trainer_s"] <= seconds <= b["trainer_s"]:
+            w = (seconds - a["trainer_s"]) / max(b["trainer_s"] - a["trainer_s"], 1e-9)
+            return round(a["greedy"] + w * (b["greedy"] - a["greedy"]), 4)
+    return pts[-1]["greedy"]
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -163,8 +177,10 @@ def main() -> None:
             a["trainer_s_to_grpo_final_greedy"] = reach
             a["trainer_time_ratio_to_grpo"] = round(a["trainer_s"] / base["trainer_s"], 3)
             a["reach_time_ratio_to_grpo"] = None if reach is None else round(reach / base["trainer_s"], 3)
+            a["grpo_greedy_at_same_trainer_s"] = greedy_at(base, a["trainer_s"])
         summary = {a["arm"]: {k: a[k] for k in ("greedy_final", "pass_at_k_final", "tokens_in_backward_frac",
-                                                "trainer_time_ratio_to_grpo", "reach_time_ratio_to_grpo")}
+                                                "trainer_time_ratio_to_grpo", "reach_time_ratio_to_grpo",
+                                                "grpo_greedy_at_same_trainer_s")}
                    for a in arms}
     result = {
         "benchmark": "credit_ablation",
@@ -180,13 +196,13 @@ def main() -> None:
     plot(result, out / "credit_ablation.png")
     k = result["pass_k"]
     print(f"\n{'arm':<12} {'greedy':>7} {'pass@' + str(k):>7} {'tokens bw':>10} {'rows bw':>8} {'trainer s':>10} "
-          f"{'x GRPO':>7} {'s to GRPO final':>16}")
+          f"{'x GRPO':>7} {'s to GRPO final':>16} {'GRPO greedy at same s':>22}")
     for a in arms:
         reach = a.get("trainer_s_to_grpo_final_greedy")
         print(f"{a['arm']:<12} {a['greedy_final']:>7.2f} {a['pass_at_k_final']:>7.2f} "
               f"{a['tokens_in_backward']:>5} ({100 * a['tokens_in_backward_frac']:>3.0f}%) {a['rows_in_backward']:>6} "
               f"{a['trainer_s']:>10.1f} {a.get('trainer_time_ratio_to_grpo', float('nan')):>7.2f} "
-              f"{'never' if reach is None else f'{reach:.1f}':>16}")
+              f"{'never' if reach is None else f'{reach:.1f}':>16} {a.get('grpo_greedy_at_same_trainer_s', float('nan')):>22.3f}")
     print(f"\nwrote {out / 'credit_ablation.json'} and {out / 'credit_ablation.png'}")
 
 

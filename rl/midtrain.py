@@ -30,7 +30,15 @@ from dataclasses import dataclass
 import torch
 
 from rl.credit.rmt import budget, other_positions_mask, sample_positions, tier_probs
-from rl.data import DataError, PromptRow, PromptSet, load_split, render_prompt, required_field, tokenize_prompts
+from rl.data import (
+    DataError,
+    PromptRow,
+    PromptSet,
+    load_split,
+    render_prompt,
+    required_field,
+    tokenize_prompts,
+)
 from rl.experience import build_completion_mask, right_pad
 
 log = logging.getLogger(__name__)

@@ -30,17 +30,17 @@ import math
 
 import torch
 
+from rewards.builtins.length_budget import budget_at
 from rl.credit.config import RMTConfig
 
 EASY, MEDIUM, HARD = 0, 1, 2
 
 
 def budget(step: int, total_steps: int, cfg: RMTConfig) -> int:
-    """Think-token budget B_t at optimizer step ``step`` of ``total_steps``."""
+    """Think-token budget B_t at optimizer step ``step`` of ``total_steps`` (the reward's formula, with T^k)."""
     if total_steps <= 0:
         raise ValueError(f"rmt.budget: total_steps={total_steps} must be > 0")
-    exponent = step / (total_steps ** cfg.budget_k)
-    return max(cfg.budget_min, math.floor(cfg.budget_init * cfg.gamma ** exponent))
+    return budget_at(step, total_steps ** cfg.budget_k, cfg.budget_init, cfg.budget_min, cfg.gamma)
 
 
 def tier_probs(progress: float, cfg: RMTConfig) -> torch.Tensor:
