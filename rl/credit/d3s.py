@@ -35,6 +35,9 @@ The row advantage used at the sample level is the mean of ``exp.advantages`` ove
 row's completion tokens (the sequence advantage when the estimator broadcast it).
 Distributed use: the cross-group step and the global top-K need the whole batch, so run
 this module where the whole rollout batch is (the driver), not per rank.
+Cost: the sample level reads only advantages (``select_rows``); when D3S leads the chain the
+loop runs it before the old-policy pass, which then computes entropy for the kept rows only
+(rl/credit_step.py).
 """
 
 from __future__ import annotations
