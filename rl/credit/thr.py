@@ -53,48 +53,89 @@ def token_hidden_scores(
     vocab: str = "group",
     vocab_chunk: int = 8192,
     token_chunk: int = 1024,
+    method: str = "auto",
 ) -> torch.Tensor:
     """s_j = g_j^T M+ h_j for the M tokens of one group.
 
     hidden [M, d], token_ids [M] (the sampled tokens y_j), positive [M] bool (token belongs
     to a correct response). ``vocab="group"`` restricts g to the distinct ids in
     ``token_ids`` (no renormalisation); ``"full"`` uses the whole vocabulary. -> [M] float32.
+
+    Two exact evaluations of the same sum; ``method="auto"`` takes the cheaper for the
+    group's sizes (in units of d x |V| multiply-adds, P = positive tokens):
+    ``factorised`` (M+ = sum g h^T, streamed over the vocabulary): ~ 3M + 2P;
+    ``gram`` (s_j = sum_k <h_k, h_j> <g_k, g_j>, with <g_k, g_j> = [y_k = y_j] - q_j[y_k]
+    - q_k[y_j] + <q_k, q_j>): ~ 2M + P + P*M/d, cheaper while P is below about 2d.
     """
+    if vocab == "group":
+        sub_ids, y_pos = torch.unique(token_ids, return_inverse=True)  # y_pos: index of y_j in sub_ids
+    elif vocab == "full":
+        sub_ids, y_pos = None, token_ids
+    else:
+        raise ValueError(f"token_hidden_scores: vocab={vocab!r} is not one of ['group', 'full']")
+    if method == "auto":
+        m, p, d = hidden.shape[0], int(positive.sum()), hidden.shape[1]
+        method = "gram" if 2 * m + p + p * m / d < 3 * m + 2 * p else "factorised"
+    if method not in ("gram", "factorised"):
+        raise ValueError(f"token_hidden_scores: method={method!r} is not one of ['auto', 'gram', 'factorised']")
     with torch.no_grad():
-        h = hidden.float()
         lse, _ = streaming_lse_entropy(hidden, policy, vocab_chunk, token_chunk)
-        if vocab == "group":
-            sub_ids, y_pos = torch.unique(token_ids, return_inverse=True)  # y_pos: index of y_j in sub_ids
-            n_sub = sub_ids.numel()
-        elif vocab == "full":
-            sub_ids, y_pos, n_sub = None, token_ids, policy.vocab_size
-        else:
-            raise ValueError(f"token_hidden_scores: vocab={vocab!r} is not one of ['group', 'full']")
-        pos_idx = positive.nonzero()[:, 0]
-        scores = torch.zeros(h.shape[0], dtype=torch.float32, device=h.device)
-        for c0 in range(0, n_sub, vocab_chunk):
-            c1 = min(c0 + vocab_chunk, n_sub)
-            cols = slice(c0, c1) if sub_ids is None else sub_ids[c0:c1]
+        n_sub = policy.vocab_size if sub_ids is None else sub_ids.numel()
+        fn = _scores_gram if method == "gram" else _scores_factorised
+        return fn(hidden, y_pos, positive, policy, lse, sub_ids, n_sub, vocab_chunk, token_chunk)
 
-            def probs(rows: torch.Tensor, cols=cols) -> torch.Tensor:  # q[rows, C] under the full softmax
-                return torch.exp(policy.logits(hidden[rows], cols) - lse[rows, None])
 
-            m_plus = torch.zeros(c1 - c0, h.shape[1], dtype=torch.float32, device=h.device)  # M+_C
-            for t0 in range(0, pos_idx.numel(), token_chunk):
-                rows = pos_idx[t0 : t0 + token_chunk]
-                m_plus -= probs(rows).T @ h[rows]
-                local = y_pos[rows] - c0
-                inside = (local >= 0) & (local < c1 - c0)
-                m_plus.index_add_(0, local[inside], h[rows][inside])
-            for t0 in range(0, h.shape[0], token_chunk):
-                rows = torch.arange(t0, min(t0 + token_chunk, h.shape[0]), device=h.device)
-                u = h[rows] @ m_plus.T  # (M+_C h_j)[v], [rows, C]
-                contrib = -(probs(rows) * u).sum(-1)
-                local = y_pos[rows] - c0
-                inside = (local >= 0) & (local < c1 - c0)
-                contrib[inside] += u[inside, local[inside]]
-                scores[rows] += contrib
-        return scores
+def _probs_fn(hidden: torch.Tensor, policy: PolicySnapshot, lse: torch.Tensor, cols):
+    def probs(rows: torch.Tensor) -> torch.Tensor:  # q[rows, cols] under the full softmax
+        return torch.exp(policy.logits(hidden[rows], cols) - lse[rows, None])
+    return probs
+
+
+def _scores_factorised(hidden, y_pos, positive, policy, lse, sub_ids, n_sub, vocab_chunk, token_chunk):
+    h = hidden.float()
+    pos_idx = positive.nonzero()[:, 0]
+    scores = torch.zeros(h.shape[0], dtype=torch.float32, device=h.device)
+    for c0 in range(0, n_sub, vocab_chunk):
+        c1 = min(c0 + vocab_chunk, n_sub)
+        probs = _probs_fn(hidden, policy, lse, slice(c0, c1) if sub_ids is None else sub_ids[c0:c1])
+        m_plus = torch.zeros(c1 - c0, h.shape[1], dtype=torch.float32, device=h.device)  # M+_C
+        for t0 in range(0, pos_idx.numel(), token_chunk):
+            rows = pos_idx[t0 : t0 + token_chunk]
+            m_plus -= probs(rows).T @ h[rows]
+            local = y_pos[rows] - c0
+            inside = (local >= 0) & (local < c1 - c0)
+            m_plus.index_add_(0, local[inside], h[rows][inside])
+        for t0 in range(0, h.shape[0], token_chunk):
+            rows = torch.arange(t0, min(t0 + token_chunk, h.shape[0]), device=h.device)
+            u = h[rows] @ m_plus.T  # (M+_C h_j)[v], [rows, C]
+            contrib = -(probs(rows) * u).sum(-1)
+            local = y_pos[rows] - c0
+            inside = (local >= 0) & (local < c1 - c0)
+            contrib[inside] += u[inside, local[inside]]
+            scores[rows] += contrib
+    return scores
+
+
+def _scores_gram(hidden, y_pos, positive, policy, lse, sub_ids, n_sub, vocab_chunk, token_chunk):
+    h = hidden.float()
+    m = h.shape[0]
+    pos_idx = positive.nonzero()[:, 0]
+    if pos_idx.numel() == 0:
+        return torch.zeros(m, dtype=torch.float32, device=h.device)
+    y_cols = y_pos if sub_ids is None else sub_ids[y_pos]  # vocabulary id of each y_j
+    kernel = h[pos_idx] @ h.T  # <h_k, h_j>, [P, M]
+    same = (y_pos[pos_idx][:, None] == y_pos[None, :]).float()  # [y_k = y_j]
+    q_j_at_yk = _probs_fn(hidden, policy, lse, y_cols[pos_idx])(torch.arange(m, device=h.device)).T  # [P, M]
+    q_k_at_yj = _probs_fn(hidden, policy, lse, y_cols)(pos_idx)  # [P, M]
+    qq = torch.zeros(pos_idx.numel(), m, dtype=torch.float32, device=h.device)  # <q_k, q_j> over the vocabulary
+    for c0 in range(0, n_sub, vocab_chunk):
+        c1 = min(c0 + vocab_chunk, n_sub)
+        probs = _probs_fn(hidden, policy, lse, slice(c0, c1) if sub_ids is None else sub_ids[c0:c1])
+        q_pos = probs(pos_idx)
+        for t0 in range(0, m, token_chunk):
+            rows = torch.arange(t0, min(t0 + token_chunk, m), device=h.device)
+            qq[:, rows] += q_pos @ probs(rows).T
+    return (kernel * (same - q_j_at_yk - q_k_at_yj + qq)).sum(0)
 
 
 def score_threshold(scores: torch.Tensor, row_of_token: torch.Tensor, positive_rows: torch.Tensor,

@@ -33,8 +33,9 @@ def pairwise_scores(hidden, ids, positive, policy, vocab_ids) -> torch.Tensor:
     return out
 
 
+@pytest.mark.parametrize("method", ["factorised", "gram"])
 @pytest.mark.parametrize("vocab", ["group", "full"])
-def test_factorised_scores_equal_pairwise_double_sum(vocab: str) -> None:
+def test_factorised_scores_equal_pairwise_double_sum(vocab: str, method: str) -> None:
     gen = torch.Generator().manual_seed(1)
     hidden = torch.randn(9, DIM, generator=gen)
     ids = torch.tensor([3, 3, 7, 1, 7, 9, 0, 3, 5])  # 6 distinct ids out of 11
@@ -42,11 +43,28 @@ def test_factorised_scores_equal_pairwise_double_sum(vocab: str) -> None:
     policy = make_policy()
     vocab_ids = torch.unique(ids) if vocab == "group" else torch.arange(VOCAB)
     expected = pairwise_scores(hidden, ids, positive, policy, vocab_ids)
-    got = token_hidden_scores(hidden, ids, positive, policy, vocab, vocab_chunk=4, token_chunk=2)
+    got = token_hidden_scores(hidden, ids, positive, policy, vocab, vocab_chunk=4, token_chunk=2, method=method)
     torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-4)
     # chunk sizes do not matter
-    torch.testing.assert_close(token_hidden_scores(hidden, ids, positive, policy, vocab, 100, 100), got,
+    torch.testing.assert_close(token_hidden_scores(hidden, ids, positive, policy, vocab, 100, 100, method=method), got,
                                rtol=1e-5, atol=1e-5)
+
+
+def test_auto_method_picks_the_cheaper_exact_form() -> None:
+    """auto gives the pairwise sum on both sides of its switch: P = 2 (cost 2M+P+PM/d = 102 < 3M+2P = 124:
+    gram) and P = M = 40 with d = 4 (520 > 200: factorised)."""
+    gen = torch.Generator().manual_seed(4)
+    policy = make_policy()
+    few = torch.zeros(40, dtype=torch.bool)
+    few[:2] = True  # P = 2 < 2d: gram
+    many = torch.ones(40, dtype=torch.bool)  # P = M = 40 >> d = DIM: factorised
+    hidden, ids = torch.randn(40, DIM, generator=gen), torch.randint(0, VOCAB, (40,), generator=gen)
+    for positive in (few, many):
+        auto = token_hidden_scores(hidden, ids, positive, policy, "full")
+        expected = pairwise_scores(hidden, ids, positive, policy, torch.arange(VOCAB))
+        torch.testing.assert_close(auto.double(), expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="method='fast'"):
+        token_hidden_scores(hidden, ids, few, policy, "full", method="fast")
 
 
 def test_group_vocab_is_an_approximation_of_full() -> None:
