@@ -9,6 +9,8 @@ responses P of its group:
 (NTHR Eq. 7, extended to every token). M+ is [V, d]; it is built and used one vocabulary
 chunk C at a time: s_j = sum_C ( (M+_C h_j)[y_j] - sum_{v in C} q_j[v] (M+_C h_j)[v] ),
 M+_C = sum_k (onehot(y_k)[C] - q_k[C]) h_k^T, so no pairwise loop and no [T, V] tensor. FP32.
+The same sum in Gram form, s_j = sum_k <h_k, h_j> <g_k, g_j> over the P correct tokens, costs
+less while P is below about 2d; ``token_hidden_scores(method="auto")`` picks per group.
 Padding is masked out of every sum; the tokens of correct responses are all in M+ (their
 likelihood depends on every one of them), whatever ``token_mask`` says.
 
