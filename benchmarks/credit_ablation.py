@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -79,7 +80,6 @@ def run_arm(arm: str, args: argparse.Namespace) -> Path:
         overrides.append(f"trainer.steps={args.steps}")
     run_dir = Path(args.runs_dir) / arm
     if run_dir.exists():  # a fresh run each time; never resume an older arm by accident
-        import shutil
         shutil.rmtree(run_dir)
     cmd = [sys.executable, "-m", "rl.cli", "train", args.recipe, *overrides]
     print(f"[ablation] {arm}: {' '.join(cmd[2:])}", flush=True)

@@ -39,8 +39,8 @@ def train(cfg: Config, recipe_path: str | None = None) -> Path:
         tracker = Tracker(run_dir, cfg, steps, start)
         mid = c.midtrain
         test_set = (lambda s: mid.eval_set(s, steps)) if mid is not None else (lambda s: c.test_set)
-        if test_set(0) is not None and cfg.eval.at_start and start == 0:
-            tracker.log(0, evaluate(pool, test_set(0), c.scorer, cfg, 0, steps))
+        if cfg.eval.at_start and start == 0 and (held_out := test_set(0)) is not None:
+            tracker.log(0, evaluate(pool, held_out, c.scorer, cfg, 0, steps))
 
         for step in range(start, steps):
             timer = Timer()

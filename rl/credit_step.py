@@ -23,8 +23,6 @@ from rl.credit.base import CreditContext, PolicySnapshot
 from rl.credit.chain import chain_needs, run_chain, run_row_phase, stats_rows_can_shrink
 from rl.experience import Experience
 
-STAT_FIELDS = {"old_logp": "old_logp", "entropy": "entropy", "hidden": "hidden", "ref_logp": "ref_logp"}
-
 
 def needs_old_pass(cfg, needs: set[str]) -> bool:
     """A separate no-grad pass is needed unless one on-policy update needs nothing but log-probs."""
@@ -48,7 +46,7 @@ def old_policy_pass(trainers, exp: Experience, rows: torch.Tensor, needs: set[st
     for key, value in stats.items():
         full = torch.zeros((exp.num_rows, *value.shape[1:]), dtype=value.dtype)
         full[rows] = value
-        setattr(exp, STAT_FIELDS[key], full)
+        setattr(exp, key, full)  # old_logp / entropy / hidden / ref_logp: the Experience's field names
     mm = mismatch_metrics(stats["old_logp"], sub.sampler_logp, sub.completion_mask)
     out = {f"mismatch/{k}": float(v) for k, v in mm.items()}
     out["batch/old_pass_rows"] = float(rows.numel())
