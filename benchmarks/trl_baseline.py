@@ -9,7 +9,7 @@ accuracy of TRL's final model, and writes JSON + PNG.
 
     python benchmarks/trl_baseline.py --tokencredit-run runs/quickstart
 
-Needs the ``baselines`` extra (``pip install -e .[baselines]``; trl).
+TRL is a dependency of tokencredit (its data utilities), so nothing extra is needed.
 """
 
 from __future__ import annotations
