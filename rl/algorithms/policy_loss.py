@@ -1,9 +1,17 @@
 """Clipped policy-gradient losses: per-token loss ``[N, T]`` to MINIMISE (= -objective).
 
 Every loss has the signature
-``fn(logp, old_logp, advantages, mask, *, eps_low, eps_high, dual_clip=None) -> (loss [N,T], metrics)``;
-all tensors are ``[N, T]`` over completion tokens, the loss is 0 where ``mask`` is 0, and
-``metrics`` holds detached masked scalars. Reduction to a scalar is rl.algorithms.aggregation's job.
+``fn(logp, old_logp, advantages, mask, *, eps_low, eps_high, dual_clip=None, completion_mask=None)
+-> (loss [N,T], metrics)``; all tensors are ``[N, T]`` over completion tokens, the loss is 0 where
+``mask`` (the loss mask, ``Experience.loss_mask()``) is 0, and ``metrics`` holds detached masked
+scalars. Reduction to a scalar is rl.algorithms.aggregation's job.
+
+``completion_mask`` (``Experience.completion_mask``: every generated token, EOS included) is what
+a sequence-level ratio averages over: |y_i| in GSPO is the response length, not the number of
+tokens a credit module (D3S token top-K, THR ``below_tau=mask``) left in the loss. ``gspo`` and
+``gspo_token`` take s_i over ``completion_mask`` (falling back to ``mask`` when it is None) and
+the loss over ``mask``; ``clip`` accepts it and ignores it (its ratio is per token). The engine
+must pass it: without it, a masked token silently changes s_i.
 
 * ``clip`` - PPO/GRPO (arXiv 1707.06347, 2402.03300) with DAPO clip-higher (arXiv 2503.14476):
       rho_t = exp(logp_t - old_logp_t)
@@ -12,15 +20,18 @@ all tensors are ``[N, T]`` over completion tokens, the loss is 0 where ``mask`` 
       l_t   = min(l_t, -c A_t)    (c = ``dual_clip`` > 1, None = off),
   so a huge ratio on a negative-advantage token cannot blow the loss up.
 * ``gspo`` - GSPO (arXiv 2507.18071), one ratio per sequence:
-      s_i = exp( (1/|y_i|) sum_t (logp_t - old_logp_t) )
-      l_i = -min(s_i A_i, clip(s_i, 1 - eps_low, 1 + eps_high) A_i), broadcast to every token of row i.
+      s_i = exp( (1/|y_i|) sum_{t in y_i} (logp_t - old_logp_t) )     (t over ``completion_mask``)
+      l_i = -min(s_i A_i, clip(s_i, 1 - eps_low, 1 + eps_high) A_i), on every loss token of row i
+  (``mask``); s_i, and so its gradient, involves every completion token of the row.
   The per-token loss is constant along a row, so aggregate with ``seq_mean_token_mean`` (verl forces
   it); other modes weight sequences by length. ``SEQUENCE_LEVEL`` / ``aggregation_warning`` let the
   caller warn. A_i is the masked mean of row i of ``advantages``; the rows must be constant (a
   sequence estimator broadcast over t) - a per-token A (credit modules) raises, use ``gspo_token``.
 * ``gspo_token`` - GSPO-token (arXiv 2507.18071 §4.3):
       s_{i,t} = sg[s_i] * pi(y_t) / sg[pi(y_t)]   (log: logp - sg[logp] + sg[log s_i], clamped at 10)
-      l_t     = -min(s_{i,t} A_t, clip(s_{i,t}) A_t)
+      l_t     = -min(s_{i,t} A_t, clip(s_{i,t}) A_t)   on the loss tokens t (``mask``)
+  with s_i over the completion (``completion_mask``), so a dropped token changes neither s_i nor
+  the other tokens' loss; it only receives no gradient.
   Its value equals s_i, its gradient flows through token t only; with a per-row constant A and
   ``seq_mean_token_mean`` it reproduces GSPO's gradient exactly (tested).
 
@@ -123,8 +134,11 @@ def clip_loss(
     eps_low: float,
     eps_high: float,
     dual_clip: float | None = None,
+    completion_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """PPO clip, asymmetric eps (DAPO clip-higher), optional dual-clip; see module doc."""
+    """PPO clip, asymmetric eps (DAPO clip-higher), optional dual-clip; see module doc.
+
+    ``completion_mask`` is accepted for a uniform signature and ignored (the ratio is per token)."""
     _check_shapes("clip", logp=logp, old_logp=old_logp, advantages=advantages, mask=mask)
     m = mask.to(logp.dtype)
     log_ratio = (logp - old_logp.detach()).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
@@ -135,8 +149,19 @@ def clip_loss(
 
 
 def _sequence_log_ratio(logp: torch.Tensor, old_logp: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """[N] mean over a row's loss tokens of logp - old_logp (0 for rows without tokens)."""
+    """[N] (1/|y_i|) sum_t (logp - old_logp) over the tokens in ``m`` (0 for rows without tokens).
+
+    ``m`` is the completion mask (GSPO's |y_i|), never the loss mask; see the module doc."""
     return ((logp - old_logp.detach()) * m).sum(-1) / m.sum(-1).clamp_min(1)
+
+
+def _ratio_mask(name: str, logp: torch.Tensor, mask: torch.Tensor, completion_mask: torch.Tensor | None
+                ) -> torch.Tensor:
+    """The mask s_i averages over: ``completion_mask``, or ``mask`` when the caller has none."""
+    if completion_mask is None:
+        return mask.to(logp.dtype)
+    _check_shapes(name, logp=logp, completion_mask=completion_mask)
+    return completion_mask.to(logp.dtype)
 
 
 @register_policy_loss("gspo")
@@ -149,8 +174,11 @@ def gspo_loss(
     eps_low: float,
     eps_high: float,
     dual_clip: float | None = None,
+    completion_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """GSPO sequence-ratio loss, constant along each row; see module doc."""
+    """GSPO sequence-ratio loss, constant along each row's loss tokens; see module doc.
+
+    s_i averages over ``completion_mask`` (|y_i|; ``mask`` when None), the loss is on ``mask``."""
     _check_shapes("gspo", logp=logp, old_logp=old_logp, advantages=advantages, mask=mask)
     m = mask.to(logp.dtype)
     adv_tok = advantages.detach()
@@ -164,7 +192,8 @@ def gspo_loss(
             f"policy loss 'gspo' needs one advantage per sequence, but rows {rows[:10]} vary over tokens "
             "(a credit module made them per-token); use algorithm.policy_loss=gspo_token"
         )
-    seq_log_ratio = _sequence_log_ratio(logp, old_logp, m).clamp(max=SEQ_LOG_RATIO_MAX)
+    seq_log_ratio = _sequence_log_ratio(logp, old_logp, _ratio_mask("gspo", logp, m, completion_mask))
+    seq_log_ratio = seq_log_ratio.clamp(max=SEQ_LOG_RATIO_MAX)
     seq_ratio = torch.exp(seq_log_ratio)
     seq_loss = _clipped_surrogate(seq_ratio, adv_seq, eps_low, eps_high, dual_clip)
     loss = seq_loss[:, None] * m
@@ -184,11 +213,14 @@ def gspo_token_loss(
     eps_low: float,
     eps_high: float,
     dual_clip: float | None = None,
+    completion_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """GSPO-token: sequence-valued ratio, per-token gradient and per-token A; see module doc."""
+    """GSPO-token: sequence-valued ratio, per-token gradient and per-token A; see module doc.
+
+    s_i averages over ``completion_mask`` (|y_i|; ``mask`` when None), the loss is on ``mask``."""
     _check_shapes("gspo_token", logp=logp, old_logp=old_logp, advantages=advantages, mask=mask)
     m = mask.to(logp.dtype)
-    seq_log_ratio = _sequence_log_ratio(logp, old_logp, m).detach()
+    seq_log_ratio = _sequence_log_ratio(logp, old_logp, _ratio_mask("gspo_token", logp, m, completion_mask)).detach()
     log_ratio = (logp - logp.detach() + seq_log_ratio[:, None]).clamp(max=SEQ_LOG_RATIO_MAX)
     ratio = torch.exp(log_ratio)
     adv = advantages.detach()

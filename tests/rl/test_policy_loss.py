@@ -200,3 +200,67 @@ def test_aggregation_warning():
     assert pl.aggregation_warning("gspo", "seq_mean_token_mean") is None
     assert pl.aggregation_warning("clip", "token_mean") is None
     assert "gspo" in pl.SEQUENCE_LEVEL and "clip" not in pl.SEQUENCE_LEVEL
+
+
+# --- sequence ratio over the completion, loss over the loss mask (issue 12) ------------------------
+# One row of |y| = 3 completion tokens (+1 pad); a credit module (D3S token top-K / THR mask) dropped
+# token 1 from the loss. logp - old_logp = [0.2, -0.5, 0.1, (9 pad)].
+#   spec §1: s = exp((1/|y|) sum_t delta_t) = exp((0.2 - 0.5 + 0.1) / 3) = exp(-1/15) = 0.9355070
+#   (over the kept tokens only it would be exp((0.2 + 0.1) / 2) = exp(0.15) = 1.1618342 - the bug).
+# eps 0.2 / 0.28: 0.8 < s < 1.28, so no clip binds.
+SR_DELTA = torch.tensor([[0.2, -0.5, 0.1, 9.0]], dtype=F64)
+SR_COMPLETION = torch.tensor([[1, 1, 1, 0]], dtype=F64)
+SR_LOSS_MASK = torch.tensor([[1, 0, 1, 0]], dtype=F64)
+SR_S = math.exp(-1.0 / 15.0)
+
+
+def _sr_inputs():
+    old = torch.full((1, 4), -2.0, dtype=F64)
+    return (old + SR_DELTA).requires_grad_(True), old
+
+
+def test_every_policy_loss_takes_completion_mask_keyword():
+    import inspect
+
+    for name, fn in POLICY_LOSSES.items():
+        p = inspect.signature(fn).parameters.get("completion_mask")
+        assert p is not None and p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is None, name
+
+
+def test_gspo_sequence_ratio_over_completion_mask_loss_over_loss_mask():
+    logp, old = _sr_inputs()
+    adv = torch.ones(1, 4, dtype=F64)  # A = +1 -> l = -s on every loss token
+    loss, m = POLICY_LOSSES["gspo"](logp, old, adv, SR_LOSS_MASK, eps_low=0.2, eps_high=0.28,
+                                    completion_mask=SR_COMPLETION)
+    torch.testing.assert_close(loss, torch.tensor([[-SR_S, 0.0, -SR_S, 0.0]], dtype=F64))
+    # s depends on all |y| = 3 tokens: d(-s)/d logp_t = -s/3 for t = 0, 1, 2 (the dropped token too)
+    (grad,) = torch.autograd.grad(loss[0, 0], logp)
+    torch.testing.assert_close(grad, torch.tensor([[-SR_S / 3] * 3 + [0.0]], dtype=F64))
+    assert m["ratio_mean"].item() == pytest.approx(SR_S)
+    # without completion_mask the ratio falls back to the loss mask (the old reading)
+    loss_fb, _ = POLICY_LOSSES["gspo"](logp, old, adv, SR_LOSS_MASK, eps_low=0.2, eps_high=0.28)
+    torch.testing.assert_close(loss_fb[0, 0], torch.tensor(-math.exp(0.15), dtype=F64))
+
+
+def test_gspo_token_sequence_ratio_over_completion_mask_loss_over_loss_mask():
+    logp, old = _sr_inputs()
+    adv = torch.tensor([[1.0, 5.0, -1.0, 3.0]], dtype=F64)  # per-token A; token 1 and pad are out of the loss
+    loss, m = POLICY_LOSSES["gspo_token"](logp, old, adv, SR_LOSS_MASK, eps_low=0.2, eps_high=0.28,
+                                          completion_mask=SR_COMPLETION)
+    # token 0: -min(s*1, clip(s)*1) = -s; token 2: -min(-s, -clip(s)) = s
+    torch.testing.assert_close(loss, torch.tensor([[-SR_S, 0.0, SR_S, 0.0]], dtype=F64))
+    # the gradient flows through the kept token only: d/dlogp_t of s_t = sg[s] pi_t / sg[pi_t] is s at t
+    (g0,) = torch.autograd.grad(loss[0, 0], logp, retain_graph=True)
+    (g2,) = torch.autograd.grad(loss[0, 2], logp)
+    torch.testing.assert_close(g0, torch.tensor([[-SR_S, 0.0, 0.0, 0.0]], dtype=F64))
+    torch.testing.assert_close(g2, torch.tensor([[0.0, 0.0, SR_S, 0.0]], dtype=F64))
+    assert m["ratio_mean"].item() == pytest.approx(SR_S)
+
+
+def test_clip_accepts_and_ignores_completion_mask():
+    logp, old = _clip_inputs()
+    a, ma = POLICY_LOSSES["clip"](logp, old, ADV, MASK, eps_low=0.2, eps_high=0.28)
+    b, mb = POLICY_LOSSES["clip"](logp, old, ADV, MASK, eps_low=0.2, eps_high=0.28,
+                                  completion_mask=torch.ones_like(MASK))
+    torch.testing.assert_close(a, b)
+    assert {k: float(v) for k, v in ma.items()} == {k: float(v) for k, v in mb.items()}
