@@ -25,13 +25,13 @@ def build_experience(prompt_ids: list[list[int]], groups: list[list[Completion]]
             truncated.append(c.finish_reason == "length")
     p_ids_t, p_mask = left_pad(rows_prompt, pad_id)
     c_ids = right_pad(rows_tokens, pad_id)
-    lengths = torch.tensor([len(t) for t in rows_tokens])
+    lengths = torch.tensor([len(t) for t in rows_tokens], dtype=torch.long)
     return Experience(
         prompt_ids=p_ids_t, prompt_mask=p_mask, completion_ids=c_ids,
         completion_mask=build_completion_mask(lengths, c_ids.shape[1]),
-        group_id=torch.tensor(gid), rewards=torch.tensor(rewards, dtype=torch.float32),
+        group_id=torch.tensor(gid, dtype=torch.long), rewards=torch.tensor(rewards, dtype=torch.float32),
         sampler_logp=right_pad(rows_logp, 0.0, dtype=torch.float32),
-        truncated=torch.tensor(truncated),
+        truncated=torch.tensor(truncated, dtype=torch.bool),
     )
 
 

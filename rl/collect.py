@@ -1,10 +1,19 @@
 """Generate and score one rollout batch, with DAPO dynamic sampling (arXiv 2503.14476).
 
-With ``algorithm.dynamic_sampling.enable`` groups whose rewards are all equal (no
-learning signal under group-relative advantages) are dropped and more prompts are
-generated until ``trainer.prompts_per_step`` groups are collected or
-``max_rounds`` extra rounds were spent; a short batch is trained on as it is and
-reported (``batch/groups``, ``batch/extra_rounds``, ``batch/short``).
+With ``algorithm.dynamic_sampling.enable`` groups without a learning signal are dropped and more
+prompts are generated until ``trainer.prompts_per_step`` groups are collected or ``max_rounds``
+extra rounds were spent. Which groups are dropped (``dynamic_sampling.criterion``):
+
+* ``accuracy`` (default, DAPO's constraint 0 < #correct < G; verl ``filter_groups.metric=acc``):
+  a group is kept iff some but not all of its completions are correct by the accuracy label
+  (``eval.accuracy_reward`` >= ``eval.correct_threshold``, the label used for every accuracy
+  metric). Shaping terms such as the overlong penalty make the total reward of an all-wrong group
+  vary with length; that variance is not a correctness signal and does not keep the group.
+* ``reward_variance``: a group is kept iff its total reward is not constant (zero group-relative
+  advantage otherwise); keeps shaped all-correct / all-wrong groups.
+
+A short batch is trained on as it is and reported (``batch/groups``, ``batch/extra_rounds``,
+``batch/short``). A batch with no group at all is returned empty (see ``Collected``).
 """
 
 from __future__ import annotations
@@ -19,12 +28,39 @@ from rollout.types import Completion, SamplingSpec
 
 @dataclass
 class Collected:
+    """One step's scored rollout groups, rows ordered group by group.
+
+    Contract with the loop: ``groups`` may be EMPTY - dynamic sampling dropped every group of every
+    round (all correct / all wrong) up to ``max_rounds``, or the sampler gave no prompt. Then
+    ``metrics["batch/skipped"] == 1.0`` and ``skip_reason`` says why in one line; the loop must skip
+    the step's update (no Experience is built, no optimizer step, no weight sync), log ``metrics``
+    and ``skip_reason``, and go on to the next step. ``collect`` itself never raises for it.
+    Otherwise ``metrics["batch/skipped"] == 0.0`` and ``skip_reason == ""``.
+    """
+
     prompt_ids: list[list[int]]
     groups: list[list[Completion]]
-    rewards: list[float]
-    correct: list[bool]
+    rewards: list[float]  # [rows] total reward
+    correct: list[bool]  # [rows] the accuracy label (eval.accuracy_reward >= eval.correct_threshold)
     per_function: dict[str, list]
     metrics: dict[str, float]
+    skip_reason: str = ""
+
+    @property
+    def skipped(self) -> bool:
+        return not self.groups
+
+
+def keeps_group(rewards: list[float], correct: list[bool], ds) -> bool:
+    """Dynamic sampling's filter for one group (always True when it is off); see the module doc."""
+    if not ds.enable:
+        return True
+    if ds.criterion == "accuracy":
+        return 0 < sum(correct) < len(correct)
+    if ds.criterion == "reward_variance":
+        return max(rewards) - min(rewards) >= 1e-8
+    raise ValueError(f"algorithm.dynamic_sampling.criterion: {ds.criterion!r} is not one of "
+                     "['accuracy', 'reward_variance']")
 
 
 def sampling_spec(rollout_cfg) -> SamplingSpec:
@@ -54,12 +90,12 @@ def collect(pool, prompt_set, sampler, scorer, cfg, step: int, total_steps: int)
         generated_groups += len(groups)
         for g, comps in enumerate(groups):
             idx = [j for j, i in enumerate(flat) if i == g]
+            if len(kept.groups) >= want:
+                break  # surplus of the last round: neither kept nor counted as dropped
             rewards = [result.total[j] for j in idx]
-            if ds.enable and max(rewards) - min(rewards) < 1e-8:
+            if not idx or not keeps_group(rewards, [ok[j] for j in idx], ds):
                 dropped += 1
                 continue
-            if len(kept.groups) >= want:
-                break
             kept.prompt_ids.append(rows[g].ids)
             kept.groups.append(comps)
             kept.rewards += rewards
@@ -82,7 +118,19 @@ def collect(pool, prompt_set, sampler, scorer, cfg, step: int, total_steps: int)
         "batch/completion_len": sum(n_tokens) / max(len(n_tokens), 1),
         "batch/truncated_frac": sum(c.finish_reason == "length" for g in kept.groups for c in g) / max(len(n_tokens), 1),
         "batch/generated_tokens": float(sum(len(c.token_ids) for g in kept.groups for c in g)),
+        "batch/skipped": float(not kept.groups),
     })
+    if not kept.groups:
+        if not generated_groups:
+            why = "no group was generated"
+        elif ds.enable:
+            what = "all correct or all wrong" if ds.criterion == "accuracy" else "of constant total reward"
+            why = f"every group was {what} (algorithm.dynamic_sampling.criterion={ds.criterion})"
+        else:
+            why = "every group was empty"
+        limit = f" (algorithm.dynamic_sampling.max_rounds={ds.max_rounds})" if ds.enable else ""
+        kept.skip_reason = (f"kept 0 of {generated_groups} groups in {rounds + 1} generation "
+                            f"round(s){limit}: {why}; the step is skipped")
     if kept.rewards:
         r = torch.tensor(kept.rewards).view(len(kept.groups), -1)
         kept.metrics["batch/mixed_groups_frac"] = float(((r.max(1).values - r.min(1).values) > 1e-8).float().mean())

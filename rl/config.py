@@ -121,8 +121,10 @@ class KLConfig:
 
 @dataclass
 class DynamicSamplingConfig:
-    enable: bool = _h(False, "DAPO dynamic sampling: drop zero-variance groups and generate more (arXiv 2503.14476)")
-    max_rounds: int = _h(3, "extra generation rounds at most before training on a partial batch")
+    enable: bool = _h(False, "DAPO dynamic sampling: drop groups without signal and generate more (arXiv 2503.14476)")
+    max_rounds: int = _h(3, "extra generation rounds at most before training on a partial batch (an empty one skips the step)")
+    criterion: str = _h("accuracy", "dropped groups: 'accuracy' keeps 0 < #correct < G by the accuracy label (DAPO) | "
+                        "'reward_variance' keeps groups whose total reward is not constant")
 
 
 @dataclass
@@ -240,6 +242,7 @@ _CHOICES = {
     "rewards.on_error": ("raise", "skip"),
     "algorithm.kl.estimator": ("k1", "k3"),
     "algorithm.kl.mode": ("loss", "reward"),
+    "algorithm.dynamic_sampling.criterion": ("accuracy", "reward_variance"),
     "trainer.lr_schedule": ("constant", "cosine", "linear"),
 }
 

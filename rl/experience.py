@@ -87,6 +87,7 @@ def build_completion_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def right_pad(seqs: list[list[int]], pad: int | float, dtype=torch.long) -> torch.Tensor:
+    """[N, max(longest, 1)] right-padded; an empty list gives [0, 1]."""
     width = max((len(s) for s in seqs), default=0)
     out = torch.full((len(seqs), max(width, 1)), pad, dtype=dtype)
     for i, s in enumerate(seqs):
@@ -96,7 +97,8 @@ def right_pad(seqs: list[list[int]], pad: int | float, dtype=torch.long) -> torc
 
 
 def left_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
+    """(ids, mask) [N, longest] left-padded; an empty list gives two [0, 0] tensors."""
+    width = max((len(s) for s in seqs), default=0)
     ids = torch.full((len(seqs), width), pad, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
