@@ -220,7 +220,8 @@ def gspo_token_loss(
     s_i averages over ``completion_mask`` (|y_i|; ``mask`` when None), the loss is on ``mask``."""
     _check_shapes("gspo_token", logp=logp, old_logp=old_logp, advantages=advantages, mask=mask)
     m = mask.to(logp.dtype)
-    seq_log_ratio = _sequence_log_ratio(logp, old_logp, _ratio_mask("gspo_token", logp, m, completion_mask)).detach()
+    ratio_mask = _ratio_mask("gspo_token", logp, m, completion_mask)
+    seq_log_ratio = _sequence_log_ratio(logp, old_logp, ratio_mask).detach()
     log_ratio = (logp - logp.detach() + seq_log_ratio[:, None]).clamp(max=SEQ_LOG_RATIO_MAX)
     ratio = torch.exp(log_ratio)
     adv = advantages.detach()
