@@ -31,6 +31,7 @@ class Experience:
     completion_mask: torch.Tensor  # [N, T] float, 1 up to and including EOS
     group_id: torch.Tensor  # [N] long, rows with the same id answer the same prompt
     rewards: torch.Tensor  # [N] float
+    correct: torch.Tensor | None = None  # [N] bool, the accuracy label (Collected.correct)
     sampler_logp: torch.Tensor | None = None  # [N, T] vLLM's logprobs of the sampled tokens
     truncated: torch.Tensor | None = None  # [N] bool, finish_reason == "length"
     old_logp: torch.Tensor | None = None  # [N, T] trainer's logprobs under the rollout policy

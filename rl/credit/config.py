@@ -75,8 +75,9 @@ class THRConfig:
     token_chunk: int = _h(1024, "THR: token chunk of the streamed scores")
     eta: float = _h(0.0, "NTHR: advantage scale of flagged negative tokens (v1: 0)")
     eta_mode: str = _h("constant", "NTHR: 'constant' eta | 'balance' eta = 2|0.5 - frac_correct| (third-party note)")
-    positive_set: str = _h("reward", "THR/NTHR: correct responses are reward > correct_threshold ('reward') | A > 0 ('advantage')")
-    correct_threshold: float = _h(0.5, "THR/NTHR: reward above this counts as a correct response")
+    positive_set: str = _h("accuracy", "THR/NTHR: correct responses are those with the accuracy label (exp.correct, "
+                           "'accuracy') | reward > correct_threshold ('reward') | A > 0 ('advantage')")
+    correct_threshold: float = _h(0.5, "THR/NTHR: with positive_set=reward, a total reward above this counts as correct")
 
     def __post_init__(self) -> None:
         self.check()
@@ -87,7 +88,7 @@ class THRConfig:
         _choice(prefix, "below_tau", self.below_tau, ("keep", "zero", "mask"))
         _choice(prefix, "vocab", self.vocab, ("group", "full"))
         _choice(prefix, "eta_mode", self.eta_mode, ("constant", "balance"))
-        _choice(prefix, "positive_set", self.positive_set, ("reward", "advantage"))
+        _choice(prefix, "positive_set", self.positive_set, ("accuracy", "reward", "advantage"))
         for name in ("vocab_chunk", "token_chunk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{prefix}.{name}: {getattr(self, name)} must be >= 1")

@@ -29,7 +29,10 @@ Interpretations flagged by the spec (config ``algorithm.thr``):
   completions, using the full-vocabulary softmax without renormalising (the note's
   approximation); ``vocab=full`` is exact (Q4).
 * NTHR eta: ``eta=0``, ``eta_mode=constant`` (v1) | ``balance``: eta = 2|0.5 - frac_correct| (Q5).
-* Correct responses: ``positive_set=reward`` (reward > ``correct_threshold``) | ``advantage`` (A > 0).
+* Correct responses P: ``positive_set=accuracy`` (default) takes the accuracy label ``exp.correct``
+  (``eval.accuracy_reward`` >= ``eval.correct_threshold``, the label of every accuracy metric and of
+  DAPO's filter); ``reward`` (total reward > ``correct_threshold``) drifts from "correct" under
+  shaping terms or KL-as-reward; ``advantage`` (A > 0).
 * The optional 1/sum|y| scaling of the score is omitted: it changes neither sign(THR) nor
   the |s| > |tau| comparison (both sides scale alike).
 h and q come from the old (rollout) policy: ``exp.hidden`` and ``ctx.policy``, computed once
@@ -179,13 +182,20 @@ class THR(CreditModule):
     def _positive_rows(self, exp: Experience, rows: torch.Tensor, row_adv: torch.Tensor) -> torch.Tensor:
         if self.cfg.positive_set == "advantage":
             return row_adv > 0
-        return exp.rewards[rows].float() > self.cfg.correct_threshold
+        if self.cfg.positive_set == "reward":
+            return exp.rewards[rows].float() > self.cfg.correct_threshold
+        return exp.correct[rows].bool()
 
     def apply(self, exp: Experience, ctx: CreditContext) -> dict[str, float]:
         cfg = self.cfg
         cfg.check()
         if exp.advantages is None:
             raise ValueError("credit module thr: exp.advantages is None; run the advantage estimator first")
+        if cfg.positive_set == "accuracy" and exp.correct is None:
+            raise ValueError("credit module thr: exp.correct is None but algorithm.thr.positive_set=accuracy "
+                             "reads the per-row accuracy label; build the Experience with "
+                             "correct=Collected.correct (rl/batch.build_experience) or set "
+                             "algorithm.thr.positive_set=reward")
         if exp.hidden is None or ctx.policy is None:
             raise ValueError("credit module thr: needs exp.hidden and ctx.policy (old-policy hidden states and "
                              "output head); the trainer must provide them")

@@ -119,3 +119,14 @@ def test_pad_helpers_and_build_experience_accept_an_empty_batch():
     # and a non-empty batch is unchanged: left padding to the longest prompt
     ids, mask = left_pad([[1, 2], [3]], pad=9)
     assert ids.tolist() == [[1, 2], [9, 3]] and mask.tolist() == [[1, 1], [0, 1]]
+
+
+def test_build_experience_carries_the_accuracy_label():
+    groups = [[comp(True, 3), comp(False, 2)], [comp(False, 1), comp(False, 4)]]
+    exp = build_experience([[1], [2, 3]], groups, [1.5, 1.0, 0.0, 0.2], pad_id=0,
+                           correct=[True, False, False, False])
+    assert exp.correct.dtype == torch.bool and exp.correct.tolist() == [True, False, False, False]
+    assert exp.select(torch.tensor([1, 0])).correct.tolist() == [False, True]  # rows travel together
+    assert build_experience([[1]], groups[:1], [1.0, 0.0], pad_id=0).correct is None
+    with pytest.raises(ValueError, match="correct"):
+        build_experience([[1]], groups[:1], [1.0, 0.0], pad_id=0, correct=[True])

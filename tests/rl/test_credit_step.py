@@ -45,6 +45,11 @@ def rollout(n_prompts=4, group=4, seed=0):
     return prompts, groups, rewards
 
 
+def experience(seed=0):
+    prompts, groups, rewards = rollout(seed=seed)
+    return build_experience(prompts, groups, rewards, pad_id=0, correct=[r > 0.5 for r in rewards])
+
+
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
     from rl.engine import PolicyEngine
@@ -67,10 +72,9 @@ def test_rows_first_pass_matches_the_full_pass(engine, credit, shrinks):
     cfg = cfg_for(**{"rollout.n": 4, "trainer.prompts_per_step": 4})
     cfg.algorithm.credit = credit
     counting = CountingEngine(engine)
-    got = build_experience(*rollout(), pad_id=0)
+    got = experience()
     metrics = assign_credit(counting, got, cfg, build_chain(credit, cfg.algorithm), 0, 10, lambda _: nullcontext())
-    want = full_pass_then_chain(engine, cfg, build_chain(credit, cfg.algorithm), build_experience(*rollout(), pad_id=0),
-                                0, 10)
+    want = full_pass_then_chain(engine, cfg, build_chain(credit, cfg.algorithm), experience(), 0, 10)
     kept = int(metrics["d3s/kept_samples"])  # rows the sample level kept (the token level may empty more)
     assert 0 < kept <= 6  # N_s = G/4 -> 2 of each group of 4, none of the all-correct group
     assert counting.rows_seen == [kept if shrinks else 16] and metrics["batch/old_pass_rows"] == counting.rows_seen[0]

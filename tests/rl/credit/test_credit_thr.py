@@ -109,7 +109,9 @@ def test_nthr_flags_negative_tokens_above_tau_by_hand() -> None:
     assert flagged.tolist() == [False, False, True, False, False] and f.tolist() == [1.0, 1.0, 0.0, 1.0, 1.0]
 
 
-def make_exp(rewards: list[float], group_id: list[int], lengths: list[int], width: int, seed: int = 0) -> Experience:
+def make_exp(rewards: list[float], group_id: list[int], lengths: list[int], width: int, seed: int = 0,
+             correct: list[bool] | None = None) -> Experience:
+    """Binary rewards unless ``correct`` (the accuracy label) is given: then correct = reward > 0.5."""
     gen = torch.Generator().manual_seed(seed)
     n = len(rewards)
     mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).float()
@@ -123,7 +125,8 @@ def make_exp(rewards: list[float], group_id: list[int], lengths: list[int], widt
         prompt_ids=torch.zeros(n, 1, dtype=torch.long), prompt_mask=torch.ones(n, 1),
         completion_ids=torch.randint(0, VOCAB, (n, width), generator=gen), completion_mask=mask,
         group_id=gid, rewards=r, advantages=adv[:, None].expand(n, width).clone(),
-        hidden=torch.randn(n, width, DIM, generator=gen))
+        hidden=torch.randn(n, width, DIM, generator=gen),
+        correct=torch.tensor(correct) if correct is not None else r > 0.5)
 
 
 def test_unmixed_groups_fall_back_to_plain_grpo() -> None:
@@ -172,10 +175,45 @@ def test_nthr_balance_eta_and_mask_mode() -> None:
     assert exp.loss_mask()[:4].sum() == 0 and exp.loss_mask()[4:].sum() == 4
 
 
+def test_positive_set_is_the_accuracy_label_not_reward_above_half() -> None:
+    """Shaped reward = accuracy + format bonus: row 0 is wrong but well formatted (reward 1.0 > 0.5),
+    row 1 correct (2.0), rows 2, 3 wrong (0.0, 0.2). The correct set is {row 1}, so M+ holds row 1's
+    tokens only and tau is row 1's mean score; reward > 0.5 would wrongly add row 0."""
+    rewards, correct = [1.0, 2.0, 0.0, 0.2], [False, True, False, False]
+    exp = make_exp(rewards, [0, 0, 0, 0], [3, 2, 3, 2], 3, seed=8, correct=correct)
+    policy = make_policy(seed=9)
+    r_idx, t_idx = (exp.completion_mask > 0).nonzero(as_tuple=True)
+    ids, hidden = exp.completion_ids[r_idx, t_idx], exp.hidden[r_idx, t_idx]
+    a = exp.advantages[r_idx, t_idx].clone()
+
+    def expected_advantages(positive_rows: list[int]) -> torch.Tensor:
+        positive = torch.tensor([int(r) in positive_rows for r in r_idx])
+        s = pairwise_scores(hidden, ids, positive, policy, torch.unique(ids)).float()
+        tau = min(float(s[r_idx == r].mean()) for r in positive_rows)
+        return torch.where(s.abs() > abs(tau), a * (1 + 0.5 * torch.sign(a * s)), a)
+
+    by_label, by_reward = expected_advantages([1]), expected_advantages([0, 1])
+    assert not torch.allclose(by_label, by_reward, atol=1e-3)  # the two readings differ on this batch
+    assert THRConfig().positive_set == "accuracy"
+    THR(THRConfig(p=0.5)).apply(exp, CreditContext(0, 10, policy=policy))
+    torch.testing.assert_close(exp.advantages[r_idx, t_idx], by_label, rtol=1e-4, atol=1e-5)
+
+    exp = make_exp(rewards, [0, 0, 0, 0], [3, 2, 3, 2], 3, seed=8, correct=correct)
+    THR(THRConfig(p=0.5, positive_set="reward")).apply(exp, CreditContext(0, 10, policy=policy))
+    torch.testing.assert_close(exp.advantages[r_idx, t_idx], by_reward, rtol=1e-4, atol=1e-5)
+
+
 def test_missing_inputs_and_bad_config_are_clear_errors() -> None:
+    exp = make_exp([1, 0], [0, 0], [2, 2], 2)
+    exp.correct = None
+    with pytest.raises(ValueError, match=r"exp.correct is None.*positive_set"):
+        THR(THRConfig()).apply(exp, CreditContext(0, 10, policy=make_policy()))
+    THR(THRConfig(positive_set="reward")).apply(exp, CreditContext(0, 10, policy=make_policy()))  # needs no label
     exp = make_exp([1, 0], [0, 0], [2, 2], 2)
     exp.hidden = None
     with pytest.raises(ValueError, match="exp.hidden"):
         THR(THRConfig()).apply(exp, CreditContext(0, 10, policy=make_policy()))
+    with pytest.raises(ValueError, match="algorithm.thr.positive_set"):
+        THRConfig(positive_set="label")
     with pytest.raises(ValueError, match="algorithm.thr.vocab"):
         THRConfig(vocab="all")
