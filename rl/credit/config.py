@@ -37,7 +37,8 @@ class D3SConfig:
     k_final: float = _h(1.0, "D3S: fraction of tokens kept at progress 1 (K_final); spec Q1: 100%")
     schedule: str = _h("linear", "D3S: 'linear' in training progress p | 'constant' (the *_init values throughout)")
     cross_group: bool = _h(True, "D3S: second max-variance selection over the whole batch (D1S-Cross)")
-    n_batch: float | None = _h(None, "D3S: rows kept by the cross-group step; None = sum of N_s (spec Q1; then the step keeps all)")
+    n_batch: float | None = _h(None, "D3S: rows kept by the cross-group step (fraction of sum N_s, or a count); "
+                               "None = sum of N_s (spec Q1): the step keeps all, a no-op. The shipped D3S recipes use 0.5")
     token_scope: str = _h("global", "D3S: top-K of |A|*H 'global' over the batch (spec Q2) | per 'response'")
     zero_tol: float = _h(1e-6, "D3S: |A| <= this counts as a zero advantage (never kept while non-zero rows remain)")
 

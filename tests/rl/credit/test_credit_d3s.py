@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rl.config import load_config
 from rl.credit.base import CreditContext
 from rl.credit.config import D3SConfig
 from rl.credit.d3s import D3S, keep_top_fraction, max_variance_subset
@@ -163,3 +165,44 @@ def test_bad_config_names_the_key() -> None:
     with pytest.raises(ValueError, match="algorithm.d3s.n_init"):
         D3SConfig(n_init=3.0)  # a fraction > 1 needs n_unit=count
     D3SConfig(n_init=4, n_final=16, n_unit="count")
+
+
+def brute_force_subset(values: dict[int, float], m: int) -> set[int]:
+    """The row ids of the size-m subset of largest population variance, by enumeration (no ties here)."""
+    best = max(itertools.combinations(sorted(values), m), key=lambda c: pop_var([values[i] for i in c]))
+    return set(best)
+
+
+RECIPES = Path(__file__).resolve().parents[3] / "recipes"
+
+
+@pytest.mark.parametrize("recipe", ["grpo_d3s.yaml", "gspo_d3s.yaml"])
+@pytest.mark.parametrize("step, groups, n_s, n_batch", [(0, 4, 2, 4), (9, 2, 8, 8)])
+def test_shipped_recipe_cross_group_step_selects(recipe: str, step: int, groups: int, n_s: int, n_batch: int) -> None:
+    """The shipped D3S recipes run D1S-Cross. Groups of G = 8 (the recipes' rollout.n), every advantage
+    non-zero and distinct. At p = 0, N_s = G/4 = 2 per group, 4 groups: sum N_s = 8 and the cross-group
+    step keeps n_batch = 0.5 * 8 = 4 rows; at p = 1, N_s = 8, 2 groups: 16 -> 8. Both steps against
+    enumeration (C(8, 2) per group, then C(8, 4) or C(16, 8) subsets of the union)."""
+    cfg = load_config(RECIPES / recipe)
+    assert cfg.rollout.n == 8 and "d3s" in cfg.algorithm.credit
+    gen = torch.Generator().manual_seed(11)
+    adv = (torch.rand(8 * groups, generator=gen, dtype=torch.float64) * 4 - 2).tolist()
+    exp = make_exp(adv, [g for g in range(groups) for _ in range(8)], [3] * 8 * groups, 3)
+    metrics = D3S(cfg.algorithm.d3s).select_rows(exp, CreditContext(step=step, total_steps=10))
+    union: dict[int, float] = {}
+    for g in range(groups):
+        union.update({i: adv[i] for i in brute_force_subset({i: adv[i] for i in range(8 * g, 8 * g + 8)}, n_s)})
+    assert len(union) == groups * n_s
+    kept = set(exp.active_rows().nonzero()[:, 0].tolist())
+    assert len(kept) == n_batch < len(union)  # the cross-group step dropped rows
+    assert kept == brute_force_subset(union, n_batch)
+    assert metrics["d3s/kept_samples"] == n_batch
+
+
+def test_cross_group_no_op_is_a_switch() -> None:
+    """n_batch = null (spec Q1's N_batch = sum N_s) keeps every row the intra-group step kept."""
+    cfg = load_config(RECIPES / "grpo_d3s.yaml", ["algorithm.d3s.n_batch=null"])
+    adv = (torch.rand(32, generator=torch.Generator().manual_seed(11), dtype=torch.float64) * 4 - 2).tolist()
+    exp = make_exp(adv, [g for g in range(4) for _ in range(8)], [3] * 32, 3)
+    D3S(cfg.algorithm.d3s).select_rows(exp, CreditContext(step=0, total_steps=10))
+    assert int(exp.active_rows().sum()) == 8  # 2 per group, nothing dropped across groups
