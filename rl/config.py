@@ -8,6 +8,7 @@ checks (``validate``) do the same for settings that contradict each other.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rl.credit.config import D3SConfig, RMTConfig, THRConfig, TWConfig
 from rl.fields import help_field
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -144,6 +147,8 @@ class AlgorithmConfig:
     eps_low: float = _h(0.2, "lower clip range")
     eps_high: float = _h(0.2, "upper clip range (DAPO clip-higher: 0.28)")
     dual_clip: float | None = _h(None, "dual-clip constant c > 1 for negative advantages (None = off)")
+    on_paper_mismatch: str = _h("warn", "a method combined with settings its paper does not use (table: "
+                                "rl/algorithms/policy_loss.PAPER_COMBINATIONS): warn (one log line) | error | ignore")
     epochs: int = _h(1, "passes over each rollout batch")
     mini_batches: int = _h(1, "optimizer steps per epoch (the rollout batch is split this many ways)")
     overlong_filter: bool = _h(False, "mask truncated completions out of the loss (DAPO)")
@@ -243,6 +248,7 @@ _CHOICES = {
     "algorithm.kl.estimator": ("k1", "k3"),
     "algorithm.kl.mode": ("loss", "reward"),
     "algorithm.dynamic_sampling.criterion": ("accuracy", "reward_variance"),
+    "algorithm.on_paper_mismatch": ("warn", "error", "ignore"),
     "trainer.lr_schedule": ("constant", "cosine", "linear"),
 }
 
@@ -324,6 +330,19 @@ def validate(cfg: Config, source: str = "<config>") -> None:
             raise _fail(source, "algorithm.rmt.context_tokens",
                         f"{a.rmt.context_tokens} leaves no room for the instruction in "
                         f"data.max_prompt_tokens={cfg.data.max_prompt_tokens}")
+    _check_papers(a, source)
+
+
+def _check_papers(a: AlgorithmConfig, source: str) -> None:
+    """Warn about (or refuse, by ``algorithm.on_paper_mismatch``) combinations that depart from their paper."""
+    from rl.algorithms.policy_loss import paper_mismatches
+
+    if a.on_paper_mismatch == "ignore":
+        return
+    for keys, msg in paper_mismatches(a):
+        if a.on_paper_mismatch == "error":
+            raise _fail(source, keys[0], msg)
+        logger.warning("%s: %s", source, msg)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:

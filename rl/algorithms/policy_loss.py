@@ -24,8 +24,8 @@ must pass it: without it, a masked token silently changes s_i.
       l_i = -min(s_i A_i, clip(s_i, 1 - eps_low, 1 + eps_high) A_i), on every loss token of row i
   (``mask``); s_i, and so its gradient, involves every completion token of the row.
   The per-token loss is constant along a row, so aggregate with ``seq_mean_token_mean`` (verl forces
-  it); other modes weight sequences by length. ``SEQUENCE_LEVEL`` / ``aggregation_warning`` let the
-  caller warn. A_i is the masked mean of row i of ``advantages``; the rows must be constant (a
+  it); other modes weight sequences by length. ``PAPER_COMBINATIONS`` below holds this (and every
+  other pairing a paper fixes); rl/config.py ``validate`` warns or refuses by ``algorithm.on_paper_mismatch``. A_i is the masked mean of row i of ``advantages``; the rows must be constant (a
   sequence estimator broadcast over t) - a per-token A (credit modules) raises, use ``gspo_token``.
 * ``gspo_token`` - GSPO-token (arXiv 2507.18071 §4.3):
       s_{i,t} = sg[s_i] * pi(y_t) / sg[pi(y_t)]   (log: logp - sg[logp] + sg[log s_i], clamped at 10)
@@ -48,6 +48,10 @@ Boundaries are strict: a ratio exactly at 1+eps_high is not counted as clipped.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 from rl.algorithms.registry import register_policy_loss
@@ -57,18 +61,82 @@ SEQ_LOG_RATIO_MAX = 10.0
 
 # Losses whose per-token value is one number per sequence; they expect seq_mean_token_mean.
 SEQUENCE_LEVEL = frozenset({"gspo"})
-RECOMMENDED_AGGREGATION = {"gspo": "seq_mean_token_mean", "gspo_token": "seq_mean_token_mean"}
 
 
-def aggregation_warning(policy_loss: str, aggregation: str) -> str | None:
-    """A message for the log when the recipe pairs a loss with an aggregation it was not designed for."""
-    want = RECOMMENDED_AGGREGATION.get(policy_loss)
-    if want is None or want == aggregation:
-        return None
-    return (
-        f"algorithm.policy_loss={policy_loss!r} is defined with aggregation {want!r} (arXiv 2507.18071); "
-        f"algorithm.aggregation={aggregation!r} weights sequences by their length"
-    )
+@dataclass(frozen=True)
+class PaperCombination:
+    """Settings a paper fixes once a recipe picks its method.
+
+    ``when`` identifies the method and ``expect`` holds what the paper uses; keys are relative to
+    ``algorithm.`` (dotted for sub-sections). A list-valued key (``credit``) matches when it
+    contains the value. Floats compare with a relative tolerance of 1e-9.
+    """
+
+    method: str
+    arxiv: str
+    when: tuple[tuple[str, Any], ...]
+    expect: tuple[tuple[str, Any], ...]
+    source: str  # where the expected values come from (specs/grpo_methods.md)
+
+
+# The one table of paper combinations (specs/grpo_methods.md); rl/config.py ``validate`` reads it.
+PAPER_COMBINATIONS: tuple[PaperCombination, ...] = (
+    PaperCombination("GSPO", "2507.18071", (("policy_loss", "gspo"),),
+                     (("aggregation", "seq_mean_token_mean"), ("eps_low", 3e-4), ("eps_high", 4e-4)),
+                     "spec §1: sequence mean 1/G sum_i (verl forces it), eps 3e-4 / 4e-4 (GSPO v2 §5.1)"),
+    PaperCombination("GSPO-token", "2507.18071", (("policy_loss", "gspo_token"),),
+                     (("aggregation", "seq_mean_token_mean"), ("eps_low", 3e-4), ("eps_high", 4e-4)),
+                     "spec §1: GSPO's objective with a per-token A; equal to GSPO only with the sequence mean"),
+    PaperCombination("Dr. GRPO", "2503.20783", (("advantage", "dr_grpo"),),
+                     (("aggregation", "seq_mean_token_sum_norm"),),
+                     "spec §1: token sum over a constant max length x sequences"),
+    PaperCombination("TW-GRPO", "2505.24718", (("credit", "tw"),),
+                     (("aggregation", "token_mean"), ("eps_low", 0.2), ("eps_high", 0.28)),
+                     "spec §4: sum(w l m) / sum m and eps 0.2 / 0.28 hard-coded in the official code"),
+    PaperCombination("DAPO", "2503.14476", (("dynamic_sampling.enable", True),),
+                     (("dynamic_sampling.criterion", "accuracy"),),
+                     "spec §1: dynamic-sampling constraint 0 < #correct < G"),
+)
+
+
+def _lookup(algorithm_cfg: Any, key: str) -> Any:
+    obj = algorithm_cfg
+    for part in key.split("."):
+        obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
+    return obj
+
+
+def _matches(value: Any, want: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return want in value
+    if isinstance(want, float) and not isinstance(value, bool) and isinstance(value, (int, float)):
+        return math.isclose(value, want, rel_tol=1e-9)
+    return value == want
+
+
+def _show(key: str, value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return f"algorithm.{key}={list(value)}"
+    return f"algorithm.{key}={value}"
+
+
+def paper_mismatches(algorithm_cfg: Any) -> list[tuple[list[str], str]]:
+    """(departing keys, one-line message) for every paper whose method the config picks but whose
+    fixed settings it changes. ``algorithm_cfg`` is an ``AlgorithmConfig`` (or a nested dict)."""
+    out = []
+    for c in PAPER_COMBINATIONS:
+        if not all(_matches(_lookup(algorithm_cfg, k), v) for k, v in c.when):
+            continue
+        bad = [(k, v) for k, v in c.expect if not _matches(_lookup(algorithm_cfg, k), v)]
+        if not bad:
+            continue
+        picked = ", ".join(_show(k, _lookup(algorithm_cfg, k)) for k, _ in c.when)
+        have = ", ".join(_show(k, _lookup(algorithm_cfg, k)) for k, _ in bad)
+        want = ", ".join(_show(k, v) for k, v in bad)
+        out.append(([f"algorithm.{k}" for k, _ in bad],
+                     f"{picked} with {have} departs from {c.method} (arXiv {c.arxiv}), which uses {want} "
+                     f"({c.source}); algorithm.on_paper_mismatch=ignore silences this, =error refuses it"))
+    return out
 
 
 def _check_shapes(name: str, **tensors: torch.Tensor) -> None:

@@ -154,3 +154,69 @@ def test_cli_recipes_lists_descriptions(capsys):
     assert main(["recipes"]) == 0
     out = capsys.readouterr().out
     assert "quickstart" in out and "GRPO" in out
+
+
+# --- combinations that depart from their paper (algorithm.on_paper_mismatch) ------------------------
+GSPO_TOKEN_MEAN = GOOD + "algorithm:\n  policy_loss: gspo_token\n  aggregation: token_mean\n  eps_low: 3.0e-4\n  eps_high: 4.0e-4\n"
+
+
+def paper_warnings(caplog, tmp_path, text, overrides=None) -> list[str]:
+    import logging
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_config(write(tmp_path, text), overrides)
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_paper_mismatch_warns_by_default_in_one_line(caplog, tmp_path):
+    msgs = paper_warnings(caplog, tmp_path, GSPO_TOKEN_MEAN)
+    assert len(msgs) == 1 and "\n" not in msgs[0]
+    msg = msgs[0]
+    assert "algorithm.policy_loss=gspo_token" in msg and "algorithm.aggregation=token_mean" in msg
+    assert "seq_mean_token_mean" in msg and "arXiv 2507.18071" in msg and "eps" not in msg.split("uses")[1]
+
+
+def test_paper_mismatch_error_refuses_naming_keys_paper_and_file(tmp_path):
+    msg = error(tmp_path, GSPO_TOKEN_MEAN, ["algorithm.on_paper_mismatch=error"])
+    assert "algorithm.aggregation" in msg and "2507.18071" in msg and "on_paper_mismatch" in msg
+
+
+def test_paper_mismatch_ignore_is_silent(caplog, tmp_path):
+    assert paper_warnings(caplog, tmp_path, GSPO_TOKEN_MEAN, ["algorithm.on_paper_mismatch=ignore"]) == []
+    with pytest.raises(ConfigError, match="algorithm.on_paper_mismatch"):
+        load_config(write(tmp_path, GOOD), ["algorithm.on_paper_mismatch=maybe"])
+
+
+@pytest.mark.parametrize("overrides, keys, paper", [
+    (["algorithm.policy_loss=gspo"], ["algorithm.aggregation=token_mean", "algorithm.eps_low=0.2",
+                                      "algorithm.eps_high=0.2"], "2507.18071"),
+    (["algorithm.advantage=dr_grpo"], ["algorithm.advantage=dr_grpo", "algorithm.aggregation=token_mean"],
+     "2503.20783"),
+    (["algorithm.credit=[tw]"], ["algorithm.credit", "algorithm.eps_high=0.2"], "2505.24718"),
+    (["algorithm.credit=[tw]", "algorithm.eps_high=0.28", "algorithm.aggregation=seq_mean_token_mean"],
+     ["algorithm.aggregation=seq_mean_token_mean"], "2505.24718"),
+    (["algorithm.dynamic_sampling.enable=true", "algorithm.dynamic_sampling.criterion=reward_variance"],
+     ["algorithm.dynamic_sampling.criterion=reward_variance"], "2503.14476"),
+])
+def test_paper_mismatch_table(caplog, tmp_path, overrides, keys, paper):
+    msgs = paper_warnings(caplog, tmp_path, GOOD, overrides)
+    assert len(msgs) == 1, msgs
+    assert all(k in msgs[0] for k in keys) and f"arXiv {paper}" in msgs[0]
+
+
+@pytest.mark.parametrize("overrides", [
+    [],  # plain GRPO defaults: no paper fixes these
+    ["algorithm.policy_loss=gspo", "algorithm.aggregation=seq_mean_token_mean", "algorithm.eps_low=3e-4",
+     "algorithm.eps_high=4e-4"],
+    ["algorithm.advantage=dr_grpo", "algorithm.aggregation=seq_mean_token_sum_norm"],
+    ["algorithm.credit=[tw]", "algorithm.eps_high=0.28"],
+    ["algorithm.dynamic_sampling.enable=true"],
+])
+def test_paper_combinations_do_not_warn(caplog, tmp_path, overrides):
+    assert paper_warnings(caplog, tmp_path, GOOD, overrides) == []
+
+
+def test_every_shipped_recipe_matches_its_papers():
+    for path in RECIPES.glob("*.yaml"):
+        load_config(path, ["algorithm.on_paper_mismatch=error"])

@@ -195,10 +195,20 @@ def test_gspo_token_ratio_is_clamped():
     torch.testing.assert_close(loss, torch.full((1, 2), math.exp(10.0), dtype=F64))
 
 
-def test_aggregation_warning():
-    assert pl.aggregation_warning("gspo", "token_mean") is not None
-    assert pl.aggregation_warning("gspo", "seq_mean_token_mean") is None
-    assert pl.aggregation_warning("clip", "token_mean") is None
+def _algo(**kw):
+    base = {"advantage": "grpo", "policy_loss": "clip", "aggregation": "token_mean", "eps_low": 0.2,
+            "eps_high": 0.2, "credit": [], "dynamic_sampling": {"enable": False, "criterion": "accuracy"}}
+    return {**base, **kw}
+
+
+def test_paper_mismatches_from_the_table():
+    bad = pl.paper_mismatches(_algo(policy_loss="gspo", eps_low=3e-4, eps_high=4e-4))
+    assert [keys for keys, _ in bad] == [["algorithm.aggregation"]] and "arXiv 2507.18071" in bad[0][1]
+    assert pl.paper_mismatches(_algo(policy_loss="gspo_token", aggregation="seq_mean_token_mean",
+                                     eps_low=0.0003, eps_high=0.0004)) == []
+    assert pl.paper_mismatches(_algo()) == []  # clip + token_mean: no paper fixes the pair
+    tw = pl.paper_mismatches(_algo(credit=["d3s", "tw"], eps_high=0.2))
+    assert [keys for keys, _ in tw] == [["algorithm.eps_high"]] and "TW-GRPO" in tw[0][1]
     assert "gspo" in pl.SEQUENCE_LEVEL and "clip" not in pl.SEQUENCE_LEVEL
 
 
