@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -59,15 +61,69 @@ def test_sample_positions_follow_the_scheduled_tier_then_fall_back() -> None:
     assert sorted(everything[:, 1].tolist()) == [0, 1, 2, 3, 4, 5]
 
 
-def test_sample_positions_frequencies_follow_p_t() -> None:
+Z = 4.5  # binomial tolerance in standard deviations: two-sided false alarm ~7e-6 per count (normal approx.)
+
+
+def within_binomial(count: float, trials: int, p: float) -> bool:
+    return abs(count - trials * p) <= Z * math.sqrt(trials * p * (1 - p))
+
+
+@pytest.mark.parametrize("progress, p_t", [(0.0, (0.6, 0.3, 0.1)), (0.5, (0.35, 0.3, 0.35)), (1.0, (0.1, 0.3, 0.6))])
+def test_sample_positions_frequencies_follow_p_t(progress: float, p_t: tuple[float, float, float]) -> None:
+    """Tiers of 100 positions and 10 draws per call: no tier runs out, so every draw's tier is an
+    independent Categorical(p_t) and each tier's count over 200 calls is Binomial(2000, p_d)."""
     gen = torch.Generator().manual_seed(1)
-    ent = torch.arange(300.0)[None]  # 100 per tier
-    cfg = RMTConfig()
+    ent = torch.arange(300.0)[None]  # terciles: positions 0-99 easy, 100-199 medium, 200-299 hard
     counts = torch.zeros(3)
-    for _ in range(20):
-        picks = sample_positions(ent, torch.ones(1, 300), 10, 1.0, gen, cfg)  # p_t2 = (0.1, 0.3, 0.6)
+    for _ in range(200):
+        picks = sample_positions(ent, torch.ones(1, 300), 10, progress, gen, RMTConfig())
         counts += torch.bincount(picks[:, 1] // 100, minlength=3)
-    assert counts[2] > counts[1] > counts[0]
+    assert counts.sum() == 2000
+    for d in range(3):
+        assert within_binomial(float(counts[d]), 2000, p_t[d]), (d, counts.tolist())
+
+
+def exact_tier_counts(p: list[float], sizes: list[int], n: int) -> dict[tuple[int, ...], float]:
+    """P(tier counts) of n draws: each picks a tier from p restricted to tiers with positions left,
+    renormalised (any tier left when those have probability 0); enumerated over every draw sequence."""
+    out: dict[tuple[int, ...], float] = {}
+
+    def walk(taken: tuple[int, ...], prob: float, left: int) -> None:
+        if left == 0:
+            out[taken] = out.get(taken, 0.0) + prob
+            return
+        avail = [d for d in range(3) if taken[d] < sizes[d]]
+        weights = [p[d] for d in avail]
+        if sum(weights) == 0:
+            weights = [1.0] * len(avail)
+        for d, w in zip(avail, weights):
+            if w > 0:
+                walk(tuple(t + (i == d) for i, t in enumerate(taken)), prob * w / sum(weights), left - 1)
+
+    walk((0, 0, 0), 1.0, n)
+    return out
+
+
+def test_sample_positions_renormalise_over_tiers_left_exact_probabilities() -> None:
+    """2 positions per tier and 4 draws at p_t2 = (0.1, 0.3, 0.6): tiers run out, so the draws are not
+    independent. The six outcomes' exact probabilities (by enumeration) against 4000 seeded calls."""
+    ent = torch.tensor([[0.1, 0.2, 0.5, 0.6, 0.9, 1.0]])  # terciles: a = 0.2, b = 0.6 -> 2 per tier
+    exact = exact_tier_counts([0.1, 0.3, 0.6], [2, 2, 2], 4)
+    assert len(exact) == 6 and sum(exact.values()) == pytest.approx(1.0)
+    # by hand, (0, 2, 2) = no easy draw, over its 6 orders (a tier that ran out leaves the weights):
+    #   mmhh .3*.3*(.6/.7)*(.6/.7) = .066122   mhmh .3*.6*.3*(.6/.7) = .046286   mhhm .3*.6*.6*(.3/.4) = .081
+    #   hmmh .6*.3*.3*(.6/.7)      = .046286   hmhm .6*.3*.6*(.3/.4) = .081      hhmm .6*.6*(.3/.4)^2 = .2025
+    assert exact[(0, 2, 2)] == pytest.approx(0.523194, abs=1e-6)
+    gen = torch.Generator().manual_seed(3)
+    seen: dict[tuple[int, ...], int] = {}
+    trials = 4000
+    for _ in range(trials):
+        picks = sample_positions(ent, torch.ones(1, 6), 4, 1.0, gen, RMTConfig())
+        key = tuple(torch.bincount(picks[:, 1] // 2, minlength=3).tolist())
+        seen[key] = seen.get(key, 0) + 1
+    assert set(seen) <= set(exact)
+    for outcome, prob in exact.items():
+        assert within_binomial(seen.get(outcome, 0), trials, prob), (outcome, seen.get(outcome, 0), trials * prob)
 
 
 def test_ntp_loss_on_the_other_positions_by_hand() -> None:
