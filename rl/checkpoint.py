@@ -1,14 +1,21 @@
 """Atomic checkpoints: DeepSpeed state + step + data position + RNG states + resolved config.
 
 Layout: ``<run>/checkpoints/step_000012/{ds/, state.pt, config.yaml, COMPLETE}``. A
-checkpoint is written under ``step_000012.tmp`` and renamed only when every part is
-on disk, and ``COMPLETE`` is the last file written; a kill during a save therefore
-leaves at most a ``.tmp`` folder, which is ignored and cleaned up, and the previous
-checkpoint stays the latest usable one.
+checkpoint is written under ``step_000012.tmp``; ``COMPLETE`` is the last file written. Then
+every file and folder in it is fsynced, and only then is it renamed into place, after which
+the ``checkpoints`` folder is fsynced so that the rename itself survives a power loss.
+
+Re-saving a step that already has a checkpoint never leaves a moment without one: the old
+folder is renamed aside (``step_000012.old``), the new one renamed into place, and only then
+is the old one deleted. A crash in between leaves a complete ``.old`` folder, which
+``complete_checkpoints`` reports (so resume uses it) while its ``step_N`` is missing, and the
+next save renames it back first. A kill anywhere during a save therefore leaves the previous
+checkpoint usable; ``.tmp`` folders are ignored and cleaned up.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import shutil
@@ -19,19 +26,71 @@ import numpy as np
 import torch
 
 MARKER = "COMPLETE"
+ASIDE = ".old"  # suffix of a checkpoint set aside while the same step is re-saved
 
 
 def checkpoint_root(run_dir: Path) -> Path:
     return run_dir / "checkpoints"
 
 
+def _step_of(name: str) -> int | None:
+    """step_000012 -> 12, step_000012.old -> 12; None for anything else (.tmp, other files)."""
+    base = name[: -len(ASIDE)] if name.endswith(ASIDE) else name
+    if not base.startswith("step_") or not base[5:].isdigit():
+        return None
+    return int(base[5:])
+
+
 def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first: ``step_N`` folders with ``COMPLETE``, plus a complete
+    ``step_N.old`` whose ``step_N`` is missing (a crash while step N was re-saved)."""
     root = checkpoint_root(run_dir)
     if not root.is_dir():
         return []
-    done = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_")
-            and not p.name.endswith(".tmp") and (p / MARKER).is_file()]
-    return sorted(done, key=lambda p: int(p.name.split("_")[1]))
+    done = {}
+    for p in root.iterdir():
+        step = _step_of(p.name)
+        if step is None or not p.is_dir() or not (p / MARKER).is_file():
+            continue
+        if p.name.endswith(ASIDE) and (root / p.name[: -len(ASIDE)] / MARKER).is_file():
+            continue  # the new step_N is in place; this one only waits to be deleted
+        done[step] = p
+    return [done[s] for s in sorted(done)]
+
+
+def _fsync_path(path: Path | str, is_dir: bool) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if is_dir else 0))
+    try:
+        os.fsync(fd)
+    except OSError as e:  # some filesystems cannot fsync a directory; the data itself was synced
+        if not (is_dir and e.errno in (errno.EINVAL, errno.ENOTSUP)):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    """fsync every file under ``path``, then every folder (deepest first, ``path`` last)."""
+    for dirpath, _, filenames in os.walk(path, topdown=False):
+        for name in filenames:
+            _fsync_path(os.path.join(dirpath, name), is_dir=False)
+        _fsync_path(dirpath, is_dir=True)
+
+
+def _restore_set_aside(root: Path) -> None:
+    """Undo what a crash between 'old aside' and 'new into place' left: rename ``step_N.old`` back
+    when ``step_N`` is missing; delete it when the new ``step_N`` is complete."""
+    for p in list(root.iterdir()):
+        if not p.name.endswith(ASIDE) or _step_of(p.name) is None:
+            continue
+        final = root / p.name[: -len(ASIDE)]
+        if (final / MARKER).is_file():
+            shutil.rmtree(p, ignore_errors=True)
+        elif (p / MARKER).is_file():
+            if final.exists():
+                shutil.rmtree(final)  # an incomplete step_N (not written by this module)
+            os.rename(p, final)
+            _fsync_path(root, is_dir=True)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -53,8 +112,10 @@ def save_checkpoint(run_dir: Path, step: int, trainers, driver_state: dict, conf
                     keep_last: int) -> Path:
     root = checkpoint_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
+    _restore_set_aside(root)
     final = root / f"step_{step:06d}"
     tmp = root / f"step_{step:06d}.tmp"
+    aside = root / f"step_{step:06d}{ASIDE}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     trainers.save(str(tmp / "ds"), {"step": step})
@@ -62,9 +123,13 @@ def save_checkpoint(run_dir: Path, step: int, trainers, driver_state: dict, conf
     _fault_injection("kill_in_save", step)
     (tmp / "config.yaml").write_text(config_yaml)
     (tmp / MARKER).write_text(str(step))
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    _fsync_tree(tmp)  # every byte on disk before the name says "complete"
+    if final.exists():  # re-saving this step: the old one stays usable until the new one is in place
+        os.rename(final, aside)
+    os.rename(tmp, final)
+    _fsync_path(root, is_dir=True)  # the renames themselves
+    if aside.exists():
+        shutil.rmtree(aside)
     for old in complete_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob("*.tmp"):  # leftovers of an interrupted save
