@@ -1,0 +1,70 @@
+"""``PreferenceConfig``: the options of the DPO-family losses (rl/algorithms/preference.py), one field each.
+
+Every interpretation that specs/dpo_methods.md §7 flags is a field whose default is the spec's
+recommendation; the help names the paper. ``check()`` runs on construction and names the recipe key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rl.fields import help_field
+
+_h = help_field
+
+# The registered names (rl/algorithms/preference.py); a test keeps the two in step.
+PREFERENCE_LOSS_NAMES = ("dpo", "ipo", "tdpo1", "tdpo2", "tgdpo", "cdpo", "treg")
+
+
+@dataclass
+class PreferenceConfig:
+    """DPO 2305.18290, IPO 2310.12036, TDPO 2404.11999, TGDPO 2506.14574, cDPO 2411.19943, T-REG 2412.02685"""
+
+    loss: str = _h("dpo", f"preference loss: one of {list(PREFERENCE_LOSS_NAMES)}")
+    beta: float = _h(0.1, "DPO beta (2305.18290; TRL default 0.1); IPO's tau; TDPO/TGDPO/cDPO/T-REG beta")
+    label_smoothing: float = _h(0.0, "conservative DPO eps: -(1-eps) log s(beta h) - eps log s(-beta h), "
+                                     "for every sigmoid loss (not IPO); 0 = plain DPO")
+    tdpo_alpha: float = _h(0.5, "TDPO2 (2404.11999): weight of SeqKL(y_l) - sg(SeqKL(y_w)) (tdpo.yaml 0.5)")
+    tgdpo_alpha: float = _h(0.5, "TGDPO (2506.14574): token weights 1 +/- alpha * r_hat (official 0.5)")
+    tgdpo_guidance_beta: float | None = _h(None, "TGDPO: r_hat = beta_g (log pi_hat - log pi_ref); None = "
+                                                 "the run's beta (official code, spec Q5)")
+    tgdpo_clamp: bool = _h(False, "TGDPO: clamp negative token weights at 0 (a deviation; the official code "
+                                  "does not; spec §6.8); the count is logged either way")
+    cdpo_only_neg: bool = _h(True, "cDPO (2411.19943): weight only rejected tokens by 1 - p_CE (official, "
+                                   "spec Q2); False also weights chosen tokens by p_CE (ablation)")
+    cdpo_beta_ce: float = _h(1.0, "cDPO: p_CE = softmax((1+b) log p_pos - b log p_neg)[y_t] (code form, "
+                                  "b=1 hard-coded there, spec Q1)")
+    cdpo_eos_weight: str = _h("one", "cDPO: EOS weight 'one' on both sides (official code; needs eos_mask) | "
+                                     "'score' (EOS weighted by its p_CE like any token)")
+    treg_alpha: float = _h(0.25, "T-REG (2412.02685): weight of the token regulariser (tuned in "
+                                 "{0.1, 0.25, 0.5}; spec Q7)")
+    treg_token_reduction: str = _h("sum", "T-REG: L_REG summed over tokens ('sum', spec Q7) | 'mean'")
+    treg_detach_weight: bool = _h(True, "T-REG: sequence weight w = s(r_l - r_w) is a constant (spec Q7)")
+    chunk_tokens: int = _h(1024, "TDPO KL / cDPO p_CE: tokens per chunk of the full-vocabulary passes")
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self, prefix: str = "preference") -> None:
+        if self.loss not in PREFERENCE_LOSS_NAMES:
+            raise ValueError(f"{prefix}.loss: {self.loss!r} is not one of {list(PREFERENCE_LOSS_NAMES)}")
+        if not self.beta > 0:
+            raise ValueError(f"{prefix}.beta: {self.beta} must be > 0")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"{prefix}.label_smoothing: {self.label_smoothing} is not in [0, 0.5)")
+        if self.loss == "ipo" and self.label_smoothing:
+            raise ValueError(f"{prefix}.label_smoothing: {self.label_smoothing} applies to sigmoid losses; "
+                             f"{prefix}.loss=ipo has no label smoothing")
+        for name in ("tdpo_alpha", "tgdpo_alpha", "cdpo_beta_ce", "treg_alpha"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{prefix}.{name}: {getattr(self, name)} must be >= 0")
+        if self.tgdpo_guidance_beta is not None and not self.tgdpo_guidance_beta > 0:
+            raise ValueError(f"{prefix}.tgdpo_guidance_beta: {self.tgdpo_guidance_beta} must be > 0 or null")
+        if self.cdpo_eos_weight not in ("one", "score"):
+            raise ValueError(f"{prefix}.cdpo_eos_weight: {self.cdpo_eos_weight!r} is not one of "
+                             "['one', 'score']")
+        if self.treg_token_reduction not in ("sum", "mean"):
+            raise ValueError(f"{prefix}.treg_token_reduction: {self.treg_token_reduction!r} is not one of "
+                             "['sum', 'mean']")
+        if self.chunk_tokens < 1:
+            raise ValueError(f"{prefix}.chunk_tokens: {self.chunk_tokens} must be >= 1")
