@@ -95,25 +95,28 @@ def select_pair(samples: Sequence[Sample], rule: str, rng: random.Random) -> Pai
     raise ValueError(f"pair rule {rule!r} is not one of {list(RULES)}")
 
 
-def select_pairs(groups: Sequence[Sequence[Sample]], rule: str = "default", seed: int = 0) -> list[Pair | None]:
-    """One entry per prompt: its pair or None."""
+def select_pairs(groups: Sequence[Sequence[Sample]], rule: str = "default", seed: int = 0,
+                 first_index: int = 0) -> list[Pair | None]:
+    """One entry per prompt: its pair or None. ``groups[k]`` is prompt ``first_index + k`` (for chunked calls)."""
     if rule not in RULES:
         raise ValueError(f"pair rule {rule!r} is not one of {list(RULES)}")
-    return [select_pair(samples, rule, _rng(seed, p)) for p, samples in enumerate(groups)]
+    return [select_pair(samples, rule, _rng(seed, first_index + k)) for k, samples in enumerate(groups)]
 
 
-def cdpo_sft_sets(groups: Sequence[Sequence[Sample]], seed: int = 0, neg_top_p: float = 0.5) -> SftSets:
+def cdpo_sft_sets(groups: Sequence[Sequence[Sample]], seed: int = 0, neg_top_p: float = 0.5,
+                  first_index: int = 0) -> SftSets:
     """cDPO's SFT data (spec §3.1 step 2).
 
     pos: per prompt, the response of the most frequent correct answer (top-k = 1).
     neg: incorrect answers in descending frequency, one response each, until their counts
     cover ceil(neg_top_p * #incorrect responses with an answer); after the first answer,
     only answers given more than once are added (the official code's condition).
+    Prompt indices in the result are ``first_index + k`` for ``groups[k]``.
     """
     if not 0 < neg_top_p <= 1:
         raise ValueError(f"neg_top_p={neg_top_p} must be in (0, 1]")
     pos, neg = [], []
-    for p, samples in enumerate(groups):
+    for p, samples in enumerate(groups, start=first_index):
         ranked = _ranked_groups(samples, _rng(seed, p))
         first_pos = next((g.pick for g in ranked if g.correct), None)
         if first_pos is not None:

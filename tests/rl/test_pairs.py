@@ -3,6 +3,8 @@ checked on hand-built sample lists against hand-worked expectations."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from rl.pairs import Pair, Sample, cdpo_sft_sets, select_pairs
@@ -123,3 +125,158 @@ def test_cdpo_sft_sets_agree_with_the_pairs():
 def test_cdpo_sft_neg_top_p_bounds():
     with pytest.raises(ValueError, match="neg_top_p"):
         cdpo_sft_sets([[s("5", True)]], 0, neg_top_p=0.0)
+
+
+# ----------------------------------------------------------------------------- build_pairs
+
+
+class FakePool:
+    """Stands in for RolloutPool: fixed completions per prompt text (read back from the prompt ids)."""
+
+    def __init__(self, completions: dict[int, list[tuple[str, str]]]):
+        self.completions = completions  # first prompt id -> [(text, finish_reason)]
+        self.calls = []
+
+    def generate(self, prompt_ids, sampling):
+        from rollout.types import Completion
+
+        self.calls.append(([p[0] for p in prompt_ids], sampling))
+        return [[Completion(i, [100 + k, 2] if fin == "stop" else [100 + k], None, text, fin)
+                 for k, (text, fin) in enumerate(self.completions[p[0]][: sampling.n])]
+                for i, p in enumerate(prompt_ids)]
+
+
+def exact_answer(prompts, completions, answer, **_):
+    from rewards.extract import extract_answer, to_number
+
+    return [1.0 if (x := extract_answer(c, "last_number")) is not None and to_number(x) == to_number(str(a))
+            else 0.0 for c, a in zip(completions, answer)]
+
+
+def prompt_set(n):
+    from rl.data import PromptRow, PromptSet
+
+    rows = [PromptRow(f"<|im_start|>user\nQ{i}<|im_end|>\n<|im_start|>assistant\n", [i, 50], str(5 + i), {"level": i},
+                      index=10 + i) for i in range(n)]
+    return PromptSet(rows, 0, "hand", "train", ["level"])
+
+
+COMPLETIONS = {
+    # prompt 0 (answer 5): 5 x2 correct, 6 x1, 1,000 and 1000 (one answer, x2), a blank and a truncated "5"
+    0: [("It is 5", "stop"), ("so 6", "stop"), ("1,000", "stop"), ("=5", "stop"), ("1000", "stop"), ("  ", "stop"),
+        ("It is 5 and", "length")],
+    # prompt 1 (answer 6): no correct sample -> no pair
+    1: [("7", "stop"), ("8", "stop"), ("9", "stop")],
+    # prompt 2 (answer 7): one correct, two incorrect
+    2: [("7", "stop"), ("it is 3", "stop"), ("no idea", "stop")],
+}
+
+
+def run_build(tmp_path, rule="default", batch_prompts=2, seed=0, name="pairs.jsonl", **kw):
+    from rewards.scorer import RewardScorer
+    from rl.build_pairs import build_pairs
+    from rollout.types import SamplingSpec
+
+    pool = FakePool(COMPLETIONS)
+    out = tmp_path / name
+    stats = build_pairs(pool, RewardScorer([{"name": exact_answer}]), prompt_set(3),
+                        SamplingSpec(n=7, temperature=1.0, max_tokens=16), out, rule=rule, seed=seed,
+                        batch_prompts=batch_prompts, **kw)
+    return pool, out, stats, [json.loads(x) for x in out.read_text().splitlines()]
+
+
+def test_build_pairs_default_rule_writes_readable_pairs(tmp_path):
+    from transformers import AutoTokenizer
+
+    from rl.models import resolve_model
+    from rl.preference_data import PreferenceDataConfig, load_pairs
+
+    pool, out, stats, rows = run_build(tmp_path)
+    assert [c[0] for c in pool.calls] == [[0, 1], [2]]  # chunks of batch_prompts, each reseeded
+    assert [c[1].seed for c in pool.calls] == [0, 1] and all(c[1].n == 7 for c in pool.calls)
+    assert [r["prompt_index"] for r in rows] == [10, 12]
+    first, last = rows
+    assert first["chosen"] in ("It is 5", "=5") and first["rejected"] in ("so 6", "1,000", "1000")
+    assert last["chosen"] == "7" and last["rejected"] in ("it is 3", "no idea")
+    assert first["answer"] == "5" and first["level"] == 0 and first["rule"] == "default"
+    assert first["num_samples"] == 5 and first["num_correct"] == 2  # the blank and the truncated ones are not candidates
+    assert first["chosen_reward"] == 1.0 and first["rejected_reward"] == 0.0
+    assert stats["pairs"] == 2 and stats["prompts"] == 3 and stats["prompts_without_pair"] == 1
+    assert stats["samples"] == 13 and stats["skipped_truncated"] == 1 and stats["skipped_blank"] == 1
+    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
+    ps = load_pairs(PreferenceDataConfig(source=str(out), extra_columns=["answer"]), tok)
+    assert len(ps) == 2 and ps.rows[0].prompt == first["prompt"] and ps.rows[0].columns == {"answer": "5"}
+    assert ps.rows[0].prompt_ids == list(tok(first["prompt"], add_special_tokens=False)["input_ids"])
+    assert ps.rows[0].chosen_ids[-1] == tok.eos_token_id
+
+
+def test_build_pairs_is_seeded_and_independent_of_chunking(tmp_path):
+    a = run_build(tmp_path, batch_prompts=1, name="a.jsonl")[3]
+    b = run_build(tmp_path, batch_prompts=3, name="b.jsonl")[3]
+    assert [(r["chosen"], r["rejected"]) for r in a] == [(r["chosen"], r["rejected"]) for r in b]
+    picks = {tuple((r["chosen"], r["rejected"]) for r in run_build(tmp_path, seed=s, name=f"{s}.jsonl")[3])
+             for s in range(12)}
+    assert len(picks) > 1
+
+
+def test_build_pairs_cdpo_rule_and_sft_sets(tmp_path):
+    _, out, stats, rows = run_build(tmp_path, rule="cdpo", write_sft=True)
+    first = rows[0]
+    assert first["chosen"] in ("It is 5", "=5")
+    assert first["rejected"] in ("1,000", "1000")  # "1,000" and "1000" are one answer, the most frequent wrong one
+    assert first["rejected_answer"] == "1000" and first["chosen_answer"] == "5"
+    assert rows[1]["chosen"] == "7" and rows[1]["rejected"] in ("it is 3",)  # "no idea" has no answer
+    pos = [json.loads(x) for x in (tmp_path / "pairs.sft_pos.jsonl").read_text().splitlines()]
+    neg = [json.loads(x) for x in (tmp_path / "pairs.sft_neg.jsonl").read_text().splitlines()]
+    assert [p["completion"] for p in pos] == [first["chosen"], "7"]
+    assert all(set(p) >= {"prompt", "completion", "answer", "prompt_index"} for p in pos + neg)
+    # prompt 0: wrong answers 1000 x2, 6 x1 -> ceil(1.5) = 2: 1000 (covers 2); prompt 1: 7, 8, 9 -> 2: one of them;
+    # prompt 2: "3" x1 -> 1
+    assert [n["prompt_index"] for n in neg] == [10, 11, 12] and neg[0]["completion"] == first["rejected"]
+    assert stats["sft_pos"] == 2 and stats["sft_neg"] == 3
+
+
+def test_build_pairs_argument_checks(tmp_path):
+    with pytest.raises(ValueError, match="rule"):
+        run_build(tmp_path, rule="best")
+    with pytest.raises(ValueError, match="write_sft"):
+        run_build(tmp_path, rule="default", write_sft=True)
+    with pytest.raises(ValueError, match="accuracy_reward"):
+        run_build(tmp_path, accuracy_reward="nope")
+
+
+@pytest.mark.e2e
+def test_build_pairs_with_vllm(tmp_path, tiny_model_dir, ray_local):
+    """The real rollout engine on the tiny random model: sample, score, select, write, read back."""
+    pytest.importorskip("vllm")
+    from transformers import AutoTokenizer
+
+    from rewards.scorer import RewardScorer
+    from rl.build_pairs import build_pairs
+    from rl.config import DataConfig
+    from rl.data import load_prompts
+    from rl.preference_data import PreferenceDataConfig, load_pairs
+    from rollout import RolloutPool, SamplingSpec
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = load_prompts(DataConfig(source="builtin:arithmetic"), tok, "train", limit=4)
+
+    def even_length(prompts, completions, **_):  # a random model is never right; any split of its samples will do
+        return [float(len(c) % 2 == 0) for c in completions]
+
+    pool = RolloutPool(tiny_model_dir, num_workers=1, dtype="float32", max_model_len=128, memory_fraction=0.05,
+                       seed=0, generate_timeout_s=120, start_timeout_s=300, max_num_seqs=16)
+    try:
+        stats = build_pairs(pool, RewardScorer([{"name": even_length}]), prompts,
+                            SamplingSpec(n=4, temperature=1.0, max_tokens=8), tmp_path / "p.jsonl",
+                            keep_truncated=True, seed=3)
+    finally:
+        pool.shutdown()
+    assert stats["prompts"] == 4 and stats["samples"] == 16 and stats["pairs"] >= 1
+    ps = load_pairs(PreferenceDataConfig(source=str(tmp_path / "p.jsonl"), extra_columns=["prompt_index"],
+                                         max_length=128, max_prompt_length=100), tok, allow_empty=True)
+    assert len(ps) + sum(ps.dropped.values()) == stats["pairs"]
+    sampled_from = {r.index: r.ids for r in prompts.rows}
+    for r in ps.rows:  # the pair's prompt ids are the ids the engine sampled from
+        assert r.prompt_ids == sampled_from[r.columns["prompt_index"]]
+        assert r.chosen_ids[-1] == tok.eos_token_id and r.rejected_ids[-1] == tok.eos_token_id
