@@ -13,8 +13,9 @@ Row forms (TRL's, handled with ``trl.data_utils``):
 * conversational: any of them is a list of ``{"role", "content"}`` messages; text parts are
   wrapped as above and the chat template is applied (``trl.data_utils.apply_chat_template``).
 * implicit prompt: ``prompt_field`` is '' or not a column of the source; the prompt is the
-  shared start of chosen and rejected (``extract_prompt``), text or conversations. A
-  text prompt beside conversational responses is TRL's redundant-prompt case: extracted too.
+  shared start of chosen and rejected (``maybe_extract_prompt``), text or conversations. A
+  text prompt beside full conversations (not starting with an assistant turn) is TRL's
+  redundant-prompt case: extracted too; beside assistant turns it is the user turn.
 
 Tokenisation (spec §0 and §6). ``prompt_ids`` = the prompt text's tokens (templated text
 has no added special tokens; plain text gets the tokenizer's, as in rl/data.py). A response's
@@ -57,7 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from trl.data_utils import apply_chat_template, extract_prompt, is_conversational, maybe_extract_prompt
+from trl.data_utils import apply_chat_template, is_conversational, maybe_extract_prompt
 
 from rl.data import _MISSING, BUILTIN_PREFIX, DataError, _lookup, load_split, tokenize_prompts
 from rl.experience import build_completion_mask, left_pad, right_pad
@@ -299,11 +300,14 @@ class _Reader:
                       (self.value(row, n) for n in names)))
         if ex["chosen"] == ex["rejected"]:
             raise _BadPair("identical", f"{self.key('rejected_field')} is identical to {self.key('chosen_field')}")
-        if self.implicit or is_conversational({"chosen": ex["chosen"]}):
+        # TRL's redundant-prompt case: a text prompt beside conversations that start with it (not an assistant turn)
+        redundant = (not self.implicit and isinstance(ex["prompt"], str) and is_conversational({"chosen": ex["chosen"]})
+                     and ex["chosen"][0]["role"] != "assistant")
+        if self.implicit or redundant:
             if isinstance(ex["chosen"], str) != isinstance(ex["rejected"], str):
                 raise _BadPair("malformed", f"{self.key('chosen_field')} and {self.key('rejected_field')} must "
                                             f"both be text or both messages")
-            ex = maybe_extract_prompt(ex) if "prompt" in ex else extract_prompt(ex)
+            ex = maybe_extract_prompt(ex)  # no prompt key, or a text prompt beside conversations: extracted
             for slot, name in (("prompt", "prompt_field"), ("chosen", "chosen_field"), ("rejected", "rejected_field")):
                 if not ex[slot] or _blank(ex[slot]):
                     raise _BadPair("empty", f"{self.key(name)} is empty after extracting the shared prompt of "

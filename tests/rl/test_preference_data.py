@@ -113,6 +113,14 @@ def test_implicit_prompt_conversational_equals_explicit(tmp_path, tok):
     implicit = load_pairs(cfg(write(tmp_path, [{"chosen": USER + GOOD, "rejected": USER + BAD}], "b.jsonl")), tok)
     a, b = explicit.rows[0], implicit.rows[0]
     assert (a.prompt_ids, a.chosen_ids, a.rejected_ids) == (b.prompt_ids, b.chosen_ids, b.rejected_ids)
+    # TRL's redundant text prompt beside full conversations: the prompt is taken from the conversations
+    redundant = load_pairs(cfg(write(tmp_path, [{"prompt": "What is 2 + 3?", "chosen": USER + GOOD,
+                                                 "rejected": USER + BAD}], "d.jsonl")), tok)
+    assert redundant.rows[0].prompt_ids == a.prompt_ids and redundant.rows[0].chosen_ids == a.chosen_ids
+    # a text prompt beside assistant-only turns is the prompt (a user turn), not extracted
+    text_prompt = load_pairs(cfg(write(tmp_path, [{"prompt": "What is 2 + 3?", "chosen": GOOD, "rejected": BAD}],
+                                       "e.jsonl")), tok)
+    assert text_prompt.rows[0].prompt_ids == a.prompt_ids and text_prompt.rows[0].rejected_ids == a.rejected_ids
     # prompt_field='' forces extraction even when a prompt column exists
     forced = load_pairs(cfg(write(tmp_path, [{"prompt": "ignored", "chosen": USER + GOOD, "rejected": USER + BAD}],
                                   "c.jsonl"), prompt_field=""), tok)
