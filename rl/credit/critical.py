@@ -29,7 +29,7 @@ from math import comb
 
 import torch
 
-from rl.algorithms.logprobs import _logits
+from rl.algorithms.logprobs import _compute_dtype, _logits
 
 
 @torch.no_grad()
@@ -58,7 +58,7 @@ def contrastive_token_probs(
     if chunk_tokens < 1:
         raise ValueError(f"contrastive_token_probs: chunk_tokens must be >= 1, got {chunk_tokens}")
     labels = labels.long()
-    out = torch.empty(m, dtype=_logits(h_pos[:0], w_pos, bias_pos, 1.0).dtype, device=h_pos.device)
+    out = torch.empty(m, dtype=_compute_dtype(w_pos.dtype), device=h_pos.device)  # _logits' dtype
     for s in range(0, m, chunk_tokens):
         e = min(s + chunk_tokens, m)
         score = torch.log_softmax(_logits(h_pos[s:e], w_pos, bias_pos, 1.0), -1).mul_(1.0 + beta_ce)

@@ -338,6 +338,23 @@ def test_variant_reduces_to_dpo(label, name, extra, cfg, smoothing):
     torch.testing.assert_close(got_grad, want_grad)
 
 
+@pytest.mark.parametrize("name", PREFERENCE_LOSS_NAMES)
+def test_per_pair_losses_do_not_depend_on_the_other_pairs(name):
+    """No mean inside: pairs {0, 2} and {1} scored apart give the same per-pair values as together."""
+    pol, ref, mask, gen = random_batch(7)
+    extra = {"guidance_logp": _rand_like(mask, gen, -4, 0), "ce_prob": _rand_like(mask, gen, 0, 1),
+             "token_reward": _rand_like(mask, gen, -0.5, 0.5), "ref_kl": _rand_like(mask, gen, 0, 1),
+             "eos_mask": torch.zeros_like(mask)}
+    cfg = PreferenceConfig(loss=name, tgdpo_alpha=1.0)
+    whole, _ = loss_fn(name)(PreferenceInputs(pol, ref, mask, **extra), cfg)
+    parts = []
+    for pairs in ([0, 2], [1]):
+        rows = pairs + [p + 3 for p in pairs]
+        sub = {k: v[rows] for k, v in extra.items()}
+        parts.append(loss_fn(name)(PreferenceInputs(pol[rows], ref[rows], mask[rows], **sub), cfg)[0])
+    torch.testing.assert_close(whole, torch.stack([parts[0][0], parts[1][0], parts[0][1]]))
+
+
 def test_nonunit_weights_do_change_the_loss():
     """The reductions above are not vacuous: a non-zero alpha moves TGDPO away from DPO."""
     want, _ = dpo_reference(3, beta=0.3)
