@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,15 +31,27 @@ class Timer:
 
 
 class Tracker:
+    """Writes each step's metrics to ``metrics.jsonl``, TensorBoard and W&B.
+
+    ``start_step`` is the step the run starts from: k when it resumes from the checkpoint of step
+    k, 0 for a fresh run. The log must read as one run, so rows a previous attempt wrote after
+    step k (steps it computed again, or never checkpointed) are dropped from ``metrics.jsonl``
+    before anything is appended (all rows when k = 0), and TensorBoard purges events at steps > k
+    (``SummaryWriter(purge_step=k + 1)``; k = 0 purges every step). A W&B run is resumed with
+    ``resume="allow"`` and not rewritten.
+    """
+
     def __init__(self, run_dir: Path, cfg, total_steps: int, start_step: int = 0) -> None:
         self.run_dir = run_dir
         self.path = run_dir / "metrics.jsonl"
         self.tb = None
         self.wandb = None
+        truncate_metrics(self.path, start_step)
         if cfg.logging.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            purge = start_step + 1 if start_step > 0 else 0
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
         if cfg.logging.wandb_project:
             try:
                 import wandb
@@ -78,6 +91,31 @@ class Tracker:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def truncate_metrics(path: Path, start_step: int) -> int:
+    """Keep the rows of ``path`` with step <= ``start_step`` (none when it is 0); returns rows dropped.
+
+    A line that is not JSON (a write torn by the crash) is dropped too. Rewritten through a
+    temporary file and a rename, so a crash here leaves the old or the new log."""
+    if not path.is_file():
+        return 0
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    steps = [_step(line) for line in lines]
+    keep = [line for line, s in zip(lines, steps) if start_step > 0 and s is not None and s <= start_step]
+    if len(keep) == len(lines):
+        return 0
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    os.replace(tmp, path)
+    return len(lines) - len(keep)
+
+
+def _step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def read_metrics(path: Path) -> list[dict]:
