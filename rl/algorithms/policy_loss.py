@@ -25,8 +25,10 @@ must pass it: without it, a masked token silently changes s_i.
   (``mask``); s_i, and so its gradient, involves every completion token of the row.
   The per-token loss is constant along a row, so aggregate with ``seq_mean_token_mean`` (verl forces
   it); other modes weight sequences by length. ``PAPER_COMBINATIONS`` below holds this (and every
-  other pairing a paper fixes); rl/config.py ``validate`` warns or refuses by ``algorithm.on_paper_mismatch``. A_i is the masked mean of row i of ``advantages``; the rows must be constant (a
-  sequence estimator broadcast over t) - a per-token A (credit modules) raises, use ``gspo_token``.
+  other pairing a paper fixes); rl/config.py ``validate`` warns or refuses by
+  ``algorithm.on_paper_mismatch``. A_i is the masked mean of row i of ``advantages``; the rows must
+  be constant (a sequence estimator broadcast over t) - a per-token A (credit modules) raises, use
+  ``gspo_token``.
 * ``gspo_token`` - GSPO-token (arXiv 2507.18071 §4.3):
       s_{i,t} = sg[s_i] * pi(y_t) / sg[pi(y_t)]   (log: logp - sg[logp] + sg[log s_i], clamped at 10)
       l_t     = -min(s_{i,t} A_t, clip(s_{i,t}) A_t)   on the loss tokens t (``mask``)
