@@ -1,4 +1,4 @@
-"""Turn prompts + completions + rewards into an ``Experience``, and split it for the trainer."""
+"""Turn prompts + completions + rewards into an ``Experience``, and the tensors the trainer ranks receive."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import torch
 from rl.experience import Experience, build_completion_mask, left_pad, right_pad
 from rollout.types import Completion
 
-# Tensors the trainer ranks need for a GRPO update (everything else stays on the driver).
-TRAIN_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "old_logp", "advantages",
-              "token_weight", "loss_mask", "ref_logp", "sampler_logp")
+# What the driver sends the trainer ranks of a rollout batch: token ids, masks, rewards, labels.
+ROLLOUT_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "group_id", "rewards",
+                "sampler_logp", "truncated", "correct")
 
 
 def build_experience(prompt_ids: list[list[int]], groups: list[list[Completion]], rewards: list[float],
@@ -41,18 +41,6 @@ def build_experience(prompt_ids: list[list[int]], groups: list[list[Completion]]
     )
 
 
-def forward_inputs(exp: Experience) -> dict:
-    return {"prompt_ids": exp.prompt_ids, "prompt_mask": exp.prompt_mask,
-            "completion_ids": exp.completion_ids, "completion_mask": exp.completion_mask}
-
-
-def train_tensors(exp: Experience, rows: torch.Tensor) -> dict:
-    """The rows' tensors for ``TrainerGroup.train_mini_batch``, trimmed to their longest completion."""
-    sub = exp.select(rows)
-    width = max(int(sub.completion_mask.sum(-1).max().item()), 1)
-    out = {"loss_mask": sub.loss_mask()[:, :width]}
-    for k in TRAIN_KEYS:
-        v = getattr(sub, k, None)
-        if isinstance(v, torch.Tensor):  # None (e.g. old_logp without an old-policy pass) is left out
-            out[k] = v[:, :width] if v.dim() == 2 and k not in ("prompt_ids", "prompt_mask") else v
-    return out
+def rollout_batch(exp: Experience) -> dict[str, torch.Tensor]:
+    """The rollout batch as the trainer ranks receive it (nothing computed by a model but the samples)."""
+    return {k: getattr(exp, k) for k in ROLLOUT_KEYS if getattr(exp, k) is not None}

@@ -53,7 +53,7 @@ def cmd_train(args) -> int:
 
         print(to_yaml(cfg))
         return 0
-    from rl.controller import train
+    from rl.loops.grpo import train
 
     run_dir = train(cfg, str(recipe))
     print(f"[tokencredit] done: {run_dir} (metrics.jsonl, report.png, checkpoints/, hf_model/)")

@@ -188,7 +188,9 @@ class TrainerConfig:
 class ClusterConfig:
     address: str | None = _h(None, "Ray address; None starts a local Ray instance")
     num_cpus: int | None = _h(None, "CPUs of the local Ray instance (None = all)")
-    timeout_s: float = _h(600.0, "timeout of trainer-rank calls")
+    nodes: int = _h(1, "nodes the trainer ranks and rollout workers are spread over (one Ray placement-group bundle "
+                    "per node: trainer.num_ranks/nodes ranks and rollout.num_workers/nodes workers on each)")
+    timeout_s: float = _h(600.0, "timeout of trainer-rank calls (start-up, a training step, sync, checkpoint)")
 
 
 @dataclass
@@ -298,6 +300,12 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         raise _fail(source, "trainer.micro_batch_size" if t.micro_batch_size < 1 else "trainer.num_ranks", "must be >= 1")
     if rows // a.mini_batches < t.num_ranks:
         raise _fail(source, "trainer.num_ranks", f"{t.num_ranks} ranks but only {rows // a.mini_batches} rows per mini-batch")
+    nodes = cfg.cluster.nodes
+    if nodes < 1:
+        raise _fail(source, "cluster.nodes", "must be >= 1")
+    for key, count in (("trainer.num_ranks", t.num_ranks), ("rollout.num_workers", r.num_workers)):
+        if count % nodes:
+            raise _fail(source, key, f"{count} does not split evenly over cluster.nodes={nodes}")
     if not 0 <= t.zero_stage <= 3:
         raise _fail(source, "trainer.zero_stage", f"{t.zero_stage} is not in 0..3")
     if t.offload_params and t.zero_stage != 3:

@@ -1,29 +1,31 @@
-"""DeepSpeed engine wrapper for one data-parallel rank: forward stats, GRPO micro-steps, weights.
+"""DeepSpeed engine of one data-parallel rank: forward passes, backward, optimizer step, weights out.
 
-Runs inside a Ray actor (rl/trainer_group.py). Backend is gloo on CPU and NCCL on GPU.
-Log-probs are computed from the last hidden state through the output head in
-token chunks (rl/algorithms/logprobs.py), so no [N, T, V] tensor is ever held.
+It knows no training method. An objective (rl/objectives) declares the no-grad statistics it
+needs (``Stat``: which model, which output) and computes its loss from a differentiable forward;
+the engine runs those passes, backpropagates each micro-batch's share and steps the optimizer
+on the last one (``set_gradient_accumulation_boundary``), so micro-batches may be uneven and the
+objective's normaliser stays exact across micro-batches and ranks.
 
-Gradient accumulation is driven explicitly: the controller says how many
-micro-batches a mini-batch has (it varies when D3S drops rows), each backward is
-scaled exactly (token-mean across micro-batches and ranks), and the optimizer
-steps on the last one via ``set_gradient_accumulation_boundary``.
+Log-probs come from the last hidden state through the output head in token chunks
+(rl/algorithms/logprobs.py): no [N, T, V] tensor. Under ZeRO-3 the head weight is gathered for
+the loss *and its backward* (the chunked function saves it for the recompute), every forward
+is matched across ranks (the gathers are collectives), and every weight read (export, sync)
+gathers bucket by bucket, collectively on all ranks.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from contextlib import nullcontext
 
 import torch
 
-from rl.algorithms.aggregation import aggregate
-from rl.algorithms.kl import kl_loss
+from rl import dist
 from rl.algorithms.logprobs import chunked_logprobs
-from rl.algorithms.registry import POLICY_LOSSES
-from rl.algorithms.tis import mismatch_metrics, tis_weights
 from rl.config import Config
+from rl.objectives.base import Stat
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -40,19 +42,20 @@ def lr_lambda(schedule: str, warmup: int, total: int):
     return f
 
 
-def needs_reference_entropy(cfg: Config) -> bool:
-    """RMT ranks document tokens by the reference model's entropy (its default)."""
-    return cfg.algorithm.rmt.enable and cfg.algorithm.rmt.entropy_model == "reference"
-
-
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Left-padded rows start at position 0 on their first real token, as in vLLM."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def hf_name(peft_name: str) -> str:
+    """A PEFT-wrapped parameter name -> the plain transformers name the rollout engines load."""
+    name = peft_name.removeprefix("base_model.model.")
+    return name.replace(".base_layer.", ".")
+
+
 class PolicyEngine:
-    def __init__(self, cfg: Config, model_path: str, rank: int, world_size: int,
-                 master_addr: str, master_port: int, total_optimizer_steps: int) -> None:
+    def __init__(self, cfg: Config, model_path: str, rank: int, world_size: int, master_addr: str,
+                 master_port: int, total_optimizer_steps: int, reference: bool = False) -> None:
         import deepspeed
         from transformers import AutoModelForCausalLM
 
@@ -71,221 +74,265 @@ class PolicyEngine:
         use_cuda = torch.cuda.is_available()
         deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo")
         self.device = torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
-        dtype = DTYPES[cfg.model.dtype]
+        self.dtype = DTYPES[cfg.model.dtype]
+        self.zero3 = cfg.trainer.zero_stage == 3
 
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
         if cfg.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
-        self.ref_model = None
+        self.models: dict[str, torch.nn.Module] = {}
         lora = cfg.model.lora
         if lora.rank > 0:
             from peft import LoraConfig, get_peft_model
 
             model = get_peft_model(model, LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                                      target_modules=list(lora.target_modules), task_type="CAUSAL_LM"))
-        elif cfg.algorithm.kl.coef > 0 or needs_reference_entropy(cfg):
-            self.ref_model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
-            self.ref_model.requires_grad_(False)
+        elif reference:
+            self.models["reference"] = self._frozen(AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype))
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=self._optimizer(model), config=self._ds_config(),
+            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
+                opt, lr_lambda(cfg.trainer.lr_schedule, cfg.trainer.warmup_steps, total_optimizer_steps)))
+        self.models["policy"] = self.engine.module
+        self.lora = lora.rank > 0
 
-        t = cfg.trainer
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), eps=t.adam_eps, weight_decay=t.weight_decay,
-                                      fused=True)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(t.lr_schedule, t.warmup_steps, total_optimizer_steps))
-        ds_config = {
+    # ---------------------------------------------------------------- set-up
+    def _ds_config(self) -> dict:
+        t = self.cfg.trainer
+        zero: dict = {"stage": t.zero_stage}
+        if t.offload_optimizer:
+            zero["offload_optimizer"] = {"device": "cpu"}
+        if t.offload_params:
+            zero["offload_param"] = {"device": "cpu"}
+        return {
             "train_micro_batch_size_per_gpu": t.micro_batch_size,
             "gradient_accumulation_steps": 1,  # driven explicitly, see module docstring
             "gradient_clipping": t.grad_clip,
-            "bf16": {"enabled": dtype == torch.bfloat16},
-            "zero_optimization": {"stage": t.zero_stage},
+            "bf16": {"enabled": self.dtype == torch.bfloat16},
+            "zero_optimization": zero,
             "steps_per_print": 10**9,
             "wall_clock_breakdown": False,
         }
+
+    def _optimizer(self, model: torch.nn.Module):
+        """torch AdamW, or DeepSpeed's CPU Adam when the optimizer state is offloaded (ZeRO refuses a
+        client torch optimizer with offload; both implement AdamW with decoupled weight decay)."""
+        t = self.cfg.trainer
+        params = [p for p in model.parameters() if p.requires_grad]
+        kwargs = dict(lr=t.lr, betas=tuple(t.betas), eps=t.adam_eps, weight_decay=t.weight_decay)
         if t.offload_optimizer:
-            ds_config["zero_optimization"]["offload_optimizer"] = {"device": "cpu"}
-        if t.offload_params:
-            ds_config["zero_optimization"]["offload_param"] = {"device": "cpu"}
-        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
-        self.dtype = dtype
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
 
-    # ---------------------------------------------------------------- model pieces
-    def _base(self, model=None):
-        m = model if model is not None else self.engine.module
-        return m.get_base_model() if hasattr(m, "get_base_model") else m
+            return DeepSpeedCPUAdam(params, adamw_mode=True, **kwargs)
+        return torch.optim.AdamW(params, fused=True, **kwargs)
 
-    def _gathered(self, params):
-        if self.cfg.trainer.zero_stage == 3:
+    def _frozen(self, model: torch.nn.Module) -> torch.nn.Module:
+        """A frozen model for no-grad passes: partitioned like the policy under ZeRO-3, else whole."""
+        model.requires_grad_(False)
+        if not self.zero3:
+            return model.to(self.device).eval()
+        import deepspeed
+
+        cfg = self._ds_config()
+        cfg.pop("gradient_clipping")
+        wrapped, *_ = deepspeed.initialize(model=model, config=cfg)
+        return wrapped.module.eval()
+
+    # ---------------------------------------------------------------- forward
+    def _base(self, model):
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def gathered(self, params):
+        """All ranks enter together under ZeRO-3 (a collective); a no-op otherwise."""
+        if self.zero3:
             import deepspeed
 
-            return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+            return deepspeed.zero.GatheredParameters(list(params), modifier_rank=None)
         return nullcontext()
 
-    def lm_head(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        head = self._base().get_output_embeddings()
-        with self._gathered([head.weight]):
-            w = head.weight.detach().to("cpu", torch.float32, copy=True)  # one fp32 copy, not two
-        bias = getattr(head, "bias", None)
-        b = bias.detach().to("cpu", torch.float32, copy=True) if bias is not None else None
-        return w, b
+    def head(self, model: str = "policy") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(weight [V, d], bias) of a model's output head; gather it first under ZeRO-3 (``head_gathered``)."""
+        out = self._base(self.models[model]).get_output_embeddings()
+        return out.weight, getattr(out, "bias", None)
 
-    def _hidden(self, model, batch: dict) -> torch.Tensor:
-        """Last hidden states aligned to completion tokens: [N, T, d]."""
+    def head_gathered(self, model: str = "policy"):
+        return self.gathered([p for p in self.head(model) if p is not None])
+
+    def hidden(self, model: str, batch: dict) -> torch.Tensor:
+        """Last hidden states aligned to completion tokens: [N, T, d] (h[:, t] predicts token t)."""
         ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1).to(self.device)
         attn = torch.cat([batch["prompt_mask"].long(), batch["completion_mask"].long()], 1).to(self.device)
-        backbone = self._base(model).model
+        backbone = self._base(self.models[model]).model
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
             out = backbone(input_ids=ids, attention_mask=attn, position_ids=position_ids_from_mask(attn),
                            use_cache=False)
         p, t = batch["prompt_ids"].shape[1], batch["completion_ids"].shape[1]
         return out.last_hidden_state[:, p - 1 : p + t - 1]
 
-    def _logp(self, model, batch: dict, with_entropy: bool = False, hidden: torch.Tensor | None = None,
-              temperature: float | None = None):
-        """Log-probs (and entropy) of the completion tokens, at the sampling temperature by default."""
-        h = self._hidden(model, batch) if hidden is None else hidden
-        head = self._base(model).get_output_embeddings()
-        with self._gathered([head.weight]):
-            logp, ent = chunked_logprobs(h, head.weight, batch["completion_ids"].to(self.device),
-                                         bias=getattr(head, "bias", None),
-                                         temperature=self.cfg.rollout.temperature if temperature is None else temperature,
-                                         chunk_tokens=self.cfg.trainer.logprob_chunk, with_entropy=with_entropy)
-        return logp, ent, h
+    def token_logprobs(self, model: str, hidden: torch.Tensor, labels: torch.Tensor, temperature: float,
+                       with_entropy: bool = False):
+        """(logp [N, T], entropy or None) from hidden states; call inside ``head_gathered(model)``."""
+        w, b = self.head(model)
+        return chunked_logprobs(hidden, w, labels.to(self.device), bias=b, temperature=temperature,
+                                chunk_tokens=self.cfg.trainer.logprob_chunk, with_entropy=with_entropy)
 
-    # ---------------------------------------------------------------- no-grad passes
+    def _model_ctx(self, model: str):
+        if model == "reference" and "reference" not in self.models:
+            return self.engine.module.disable_adapter()  # LoRA: the base model is the reference
+        return nullcontext()
+
+    def _role(self, model: str) -> str:
+        return "policy" if model == "reference" and "reference" not in self.models else model
+
     @torch.no_grad()
-    def forward_stats(self, batch: dict, need_entropy: bool, need_hidden: bool, need_ref: bool) -> dict:
-        """Old-policy logp (and entropy / hidden) plus reference logp, in micro-batches."""
+    def stats(self, batch: dict, requests: list[Stat]) -> dict[str, torch.Tensor]:
+        """The requested no-grad statistics over ``batch`` in micro-batches, kept on this rank's device.
+
+        ``batch`` needs at least one row (under ZeRO-3 a rank with fewer micro-batches than the others
+        runs throw-away forwards of its first row so the collective gathers line up)."""
         self.engine.module.eval()
         n, mb = batch["completion_ids"].shape[0], self.cfg.trainer.micro_batch_size
-        out: dict[str, list] = {"old_logp": [], "entropy": [], "hidden": [], "ref_logp": []}
-        for s in range(0, n, mb):
-            micro = {k: v[s : s + mb] for k, v in batch.items()}
-            logp, ent, h = self._logp(self.engine.module, micro, with_entropy=need_entropy)
-            out["old_logp"].append(logp.float().cpu())
-            if need_entropy:
-                out["entropy"].append(ent.float().cpu())
-            if need_hidden:
-                out["hidden"].append(h.float().cpu())
-            if need_ref:
-                out["ref_logp"].append(self._ref_logp(micro))
-        self.engine.module.train()
-        return {k: torch.cat(v) for k, v in out.items() if v}
-
-    def _ref_logp(self, micro: dict) -> torch.Tensor:
-        if self.ref_model is not None:
-            return self._logp(self.ref_model, micro)[0].float().cpu()
-        with self.engine.module.disable_adapter():  # LoRA: the base model is the reference
-            return self._logp(self.engine.module, micro)[0].float().cpu()
-
-    @torch.no_grad()
-    def token_entropy(self, batch: dict, reference: bool) -> torch.Tensor:
-        """Full-vocabulary entropy (temperature 1) of the next-token distribution at every
-        completion position, under the reference model or the current policy: [N, T]."""
-        self.engine.module.eval()
-        mb, out = self.cfg.trainer.micro_batch_size, []
-        for s in range(0, batch["completion_ids"].shape[0], mb):
-            micro = {k: v[s : s + mb] for k, v in batch.items()}
-            if reference and self.ref_model is None:
-                with self.engine.module.disable_adapter():
-                    ent = self._logp(self.engine.module, micro, with_entropy=True, temperature=1.0)[1]
-            else:
-                model = self.ref_model if reference else self.engine.module
-                ent = self._logp(model, micro, with_entropy=True, temperature=1.0)[1]
-            out.append(ent.float().cpu())
-        self.engine.module.train()
-        return torch.cat(out)
+        out: dict[str, list] = {r.key: [] for r in requests}
+        passes: dict[tuple[str, float], list[Stat]] = {}
+        for r in requests:
+            temp = self.cfg.rollout.temperature if r.temperature is None else r.temperature
+            passes.setdefault((r.model, temp), []).append(r)
+        n_micro = math.ceil(n / mb)
+        if self.zero3:  # every forward gathers parameters collectively: all ranks run as many
+            n_micro = int(dist.all_reduce([float(n_micro)], "max")[0])
+        try:
+            for i in range(n_micro):
+                s = i * mb if i * mb < n else 0  # past this rank's rows: a throw-away forward of row 0
+                micro = {k: v[s : s + mb] for k, v in batch.items() if isinstance(v, torch.Tensor)}
+                keep = i * mb < n
+                for (model, temp), reqs in passes.items():
+                    role = self._role(model)
+                    with self._model_ctx(model):
+                        h = self.hidden(role, micro)
+                        want = {r.output for r in reqs}
+                        logp = ent = None
+                        if want & {"logp", "entropy"}:
+                            with self.head_gathered(role):
+                                logp, ent = self.token_logprobs(role, h, micro["completion_ids"], temp,
+                                                                with_entropy="entropy" in want)
+                    got = {"logp": logp, "entropy": ent, "hidden": h}
+                    for r in reqs:
+                        if keep:
+                            out[r.key].append(got[r.output].float())
+        finally:
+            self.engine.module.train()
+        return {k: torch.cat(v) for k, v in out.items()}
 
     # ---------------------------------------------------------------- training
-    def train_mini_batch(self, micro_batches: list[dict], global_tokens: float, global_seqs: float,
-                         ntp_micro_batches: list[dict] | None = None, ntp_tokens: float = 0.0) -> dict:
-        """One optimizer step over this rank's micro-batches (exact global aggregation).
+    def train_step(self, parts: list[tuple], metrics) -> tuple[float, dict[str, float]]:
+        """One optimizer step over ``parts`` = [(objective, micro_batches, norm), ...].
 
-        ``ntp_micro_batches`` (RMT) add lambda * L_NTP, teacher-forced cross-entropy on document
-        tokens under ``ntp_mask``, to the same step; ``ntp_tokens`` is its global token count.
-        """
-        a = self.cfg.algorithm
-        loss_fn = POLICY_LOSSES[a.policy_loss]
-        sums: dict[str, float] = {}
-        loss_sum, grad_norm = 0.0, 0.0
-        ntp_micro_batches = ntp_micro_batches or []
-        n_micro = len(micro_batches) + len(ntp_micro_batches)
-        for i, mb in enumerate(micro_batches):
-            logp, _, _ = self._logp(self.engine.module, mb)
-            mask = mb["loss_mask"].to(self.device)
-            # On-policy single update: parameters only change after the last micro-batch, so the
-            # current log-probs ARE the old policy's (ratio 1, as TRL/TW-GRPO with one iteration).
-            old = mb["old_logp"].to(self.device) if "old_logp" in mb else logp.detach()
-            tok_loss, metrics = loss_fn(logp, old, mb["advantages"].to(self.device), mask,
-                                        eps_low=a.eps_low, eps_high=a.eps_high, dual_clip=a.dual_clip)
-            if "old_logp" not in mb and "sampler_logp" in mb:
-                sampler = mb["sampler_logp"].to(self.device)
-                for k, v in mismatch_metrics(old, sampler, mb["completion_mask"].to(self.device)).items():
-                    metrics[f"mismatch/{k}"] = v
-            if a.tis.enable and "sampler_logp" in mb:
-                tok_loss = tok_loss * tis_weights(old, mb["sampler_logp"].to(self.device), mask, a.tis.cap)
-            tok_loss = tok_loss * mb["token_weight"].to(self.device)
-            if a.kl.coef > 0 and a.kl.mode == "loss":
-                kl = kl_loss(logp, mb["ref_logp"].to(self.device), mask, a.kl.coef, a.kl.estimator)
-                tok_loss = tok_loss + kl
-                metrics["kl"] = (kl.detach() * mask).sum() / mask.sum().clamp(min=1) / a.kl.coef
-            share = aggregate(tok_loss, mask, a.aggregation, global_tokens=global_tokens,
-                              global_seqs=global_seqs, max_len=self.cfg.rollout.max_tokens)
-            grad_norm = self._backward(share, i == n_micro - 1) or grad_norm
-            w = float(mask.sum())
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * w
-            sums["_tokens"] = sums.get("_tokens", 0.0) + w
-            loss_sum += share.item()
-        ntp_sum = 0.0
-        for j, mb in enumerate(ntp_micro_batches):
-            # RMT: L_NTP at temperature 1 (a language-modelling loss, not a sampling distribution)
-            logp = self._logp(self.engine.module, mb, temperature=1.0)[0]
-            nll = -(logp * mb["ntp_mask"].to(self.device)).sum()
-            share = a.rmt.ntp_coef * nll / (max(ntp_tokens, 1.0) if a.rmt.ntp_reduction == "mean" else 1.0)
-            grad_norm = self._backward(share, len(micro_batches) + j == n_micro - 1) or grad_norm
-            ntp_sum += float(nll.detach())
-            loss_sum += share.item()
-        tokens = max(sums.pop("_tokens", 0.0), 1.0)
-        out = {(k if "/" in k else f"train/{k}"): v / tokens for k, v in sums.items()}
-        if ntp_micro_batches:
-            out["train/ntp_nll_sum"] = ntp_sum  # this rank's; the group divides the total by ntp_tokens
-        out["train/loss"] = loss_sum  # this rank's share; shares sum to the mini-batch loss
-        out["train/grad_norm"] = grad_norm
-        out["train/lr"] = float(self.scheduler.get_last_lr()[0])
-        return out
+        Returns (the step's pre-clip global grad norm, this rank's loss share per objective prefix);
+        each objective adds its token-weighted metrics to ``metrics`` (RankMetrics)."""
+        n_micro = sum(len(mbs) for _, mbs, _ in parts)
+        done = 0
+        norm_before = None
+        shares: dict[str, float] = {}
+        for objective, micro_batches, norm in parts:
+            for mb in micro_batches:
+                done += 1
+                last = done == n_micro
+                self._begin_micro_batch()
+                h = self.hidden("policy", mb)
+                with self.head_gathered("policy"):  # ZeRO-3: the chunked backward recomputes with the weight
+                    logp, ent = self.token_logprobs("policy", h, mb["completion_ids"], objective.temperature,
+                                                    with_entropy=objective.train_entropy)
+                    share, values, weight = objective.loss({"logp": logp, "entropy": ent, "hidden": h}, mb, norm)
+                    self.engine.set_gradient_accumulation_boundary(last)
+                    # DeepSpeed averages gradients over ranks: multiply back so the global sum is exact.
+                    self.engine.backward(share * self.world_size, scale_wrt_gas=False)
+                if last and not hasattr(self.optimizer, "_global_grad_norm"):
+                    norm_before = self._plain_grad_norm()
+                self.engine.step()
+                if weight > 0:
+                    metrics.update_means(values, weight)
+                shares[objective.prefix] = shares.get(objective.prefix, 0.0) + float(share.detach())
+        after = self.engine.get_global_grad_norm() if n_micro else None
+        return (float(after) if after is not None else float(norm_before or 0.0)), shares
 
-    def _backward(self, share: torch.Tensor, last: bool) -> float | None:
-        """Accumulate one micro-batch; the optimizer steps after ``last``. Returns the grad norm then."""
-        self.engine.set_gradient_accumulation_boundary(last)
-        # DeepSpeed averages gradients over ranks: multiply back so the global sum is exact.
-        self.engine.backward(share * self.world_size, scale_wrt_gas=False)
-        norm = self._grad_norm() if last else None
-        self.engine.step()
-        return norm
+    def _begin_micro_batch(self) -> None:
+        """What ``DeepSpeedEngine.forward`` does first, which we bypass by calling the module's parts:
+        ZeRO-3 counts micro-steps there, and without it every micro-batch's gradient partition
+        overwrites the previous one instead of adding to it."""
+        from deepspeed.runtime.base_optimizer import ZeROOptimizer
 
-    def _grad_norm(self) -> float:
-        """Pre-clip global gradient norm (ZeRO >= 1 keeps partitioned grads: ask DeepSpeed)."""
-        if self.cfg.trainer.zero_stage > 0:
-            return float(self.engine.get_global_grad_norm() or 0.0)
+        if isinstance(self.optimizer, ZeROOptimizer):
+            self.optimizer.clear_backward_seen_flag()
+
+    def skip_step(self) -> None:
+        """An optimizer step with nothing to learn from: the LR schedule still advances, so it ends
+        where it was planned to (``total_optimizer_steps``)."""
+        self.scheduler.step()
+
+    def _plain_grad_norm(self) -> float:
+        """ZeRO-0 with a plain optimizer: the grads of this step, on the parameters, before clipping."""
         grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
         return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
 
-    # ---------------------------------------------------------------- weights & checkpoints
-    def named_weights(self) -> dict[str, torch.Tensor]:
-        """Full HF-named weights for the rollout engines (LoRA merged into a copy)."""
+    @property
+    def lr(self) -> float:
+        return float(self.scheduler.get_last_lr()[0])
+
+    # ---------------------------------------------------------------- weights out
+    def _export_entries(self) -> list[tuple[str, list[torch.nn.Parameter], object]]:
+        """(HF name, parameters to gather, fn -> tensor) in parameter order; LoRA merged per tensor."""
         model = self.engine.module
-        with self._gathered(list(model.parameters())):
-            if hasattr(model, "merge_and_unload"):
-                import copy
-
-                merged = copy.deepcopy(model).merge_and_unload()
-                sd = merged.state_dict()
+        entries = []
+        lora_modules = {}
+        if self.lora:
+            for name, module in model.named_modules():
+                if hasattr(module, "base_layer") and hasattr(module, "get_delta_weight"):
+                    lora_modules[name + ".base_layer.weight"] = module
+        for name, p in model.named_parameters():
+            if self.lora and ".lora_" in name:
+                continue
+            module = lora_modules.get(name)
+            if module is not None:
+                extra = [q for q in module.parameters() if q is not p]
+                adapter = module.active_adapters[0]
+                entries.append((hf_name(name), [p, *extra],
+                                lambda p=p, m=module, a=adapter: p.detach() + m.get_delta_weight(a).to(p.dtype)))
             else:
-                sd = model.state_dict()
-            return {k: v.detach().to(self.dtype).cpu().clone() for k, v in sd.items()}
+                entries.append((hf_name(name), [p], lambda p=p: p.detach()))
+        return entries
 
+    def weight_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(HF name, full shape) of every exported tensor, without gathering anything."""
+        return [(name, tuple(getattr(ps[0], "ds_shape", ps[0].shape))) for name, ps, _ in self._export_entries()]
+
+    def iter_weight_buckets(self, bucket_bytes: int, dtype: torch.dtype | None = None
+                            ) -> Iterator[list[tuple[str, torch.Tensor]]]:
+        """The exported weights, bucket by bucket (each of at most ``bucket_bytes`` in ``dtype``).
+
+        Under ZeRO-3 every rank must iterate (each bucket is gathered collectively) and only
+        one bucket is ever gathered; the tensors are valid until the next bucket is requested.
+        """
+        def nbytes(ps):
+            p = ps[0]
+            numel = p.ds_numel if hasattr(p, "ds_numel") else p.numel()
+            return numel * (dtype or p.dtype).itemsize
+
+        bucket, size = [], 0
+        for entry in self._export_entries():
+            b = nbytes(entry[1])
+            if bucket and size + b > bucket_bytes:
+                yield from self._materialise(bucket)
+                bucket, size = [], 0
+            bucket.append(entry)
+            size += b
+        if bucket:
+            yield from self._materialise(bucket)
+
+    def _materialise(self, entries) -> Iterator[list[tuple[str, torch.Tensor]]]:
+        with self.gathered([p for _, ps, _ in entries for p in ps]), torch.no_grad():
+            yield [(name, fn()) for name, _, fn in entries]
+
+    # ---------------------------------------------------------------- checkpoints
     def save(self, path: str, client_state: dict) -> None:
         self.engine.save_checkpoint(path, tag="ds", client_state=client_state)
 
@@ -293,15 +340,5 @@ class PolicyEngine:
         _, client_state = self.engine.load_checkpoint(path, tag="ds")
         return client_state or {}
 
-    def export_hf(self, path: str, tokenizer_path: str) -> None:
-        from transformers import AutoTokenizer
-
-        model = self.engine.module
-        with self._gathered(list(model.parameters())):
-            if hasattr(model, "merge_and_unload"):
-                import copy
-
-                model = copy.deepcopy(model).merge_and_unload()
-            if self.rank == 0:
-                model.save_pretrained(path, safe_serialization=True)
-                AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(path)
+    def base_config(self):
+        return self._base(self.engine.module).config

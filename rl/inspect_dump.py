@@ -9,16 +9,18 @@ import torch
 from rl.experience import Experience
 
 
-def save_batch(run_dir: Path, step: int, exp: Experience, tokenizer, keep_last: int = 5) -> Path:
+def save_batch(run_dir: Path, step: int, exp: Experience, credit: dict, tokenizer, keep_last: int = 5) -> Path:
+    """``exp`` is the driver's rollout batch (tokens, rewards); ``credit`` the per-token maps the
+    trainer ranks computed for it (advantages, loss mask, weights, entropy, module extras)."""
     folder = run_dir / "batches"
     folder.mkdir(exist_ok=True)
     payload = {
         "step": step,
         "completion_ids": exp.completion_ids, "completion_mask": exp.completion_mask,
-        "group_id": exp.group_id, "rewards": exp.rewards, "advantages": exp.advantages,
-        "token_mask": exp.loss_mask(), "token_weight": exp.token_weight,
-        "entropy": exp.entropy,
-        "extras": {k: v for k, v in exp.extras.items() if isinstance(v, torch.Tensor)},
+        "group_id": exp.group_id, "rewards": exp.rewards, "advantages": credit["advantages"],
+        "token_mask": credit["token_mask"], "token_weight": credit["token_weight"],
+        "entropy": credit["entropy"],
+        "extras": {k: v for k, v in credit["extras"].items() if isinstance(v, torch.Tensor)},
         "prompts": tokenizer.batch_decode(exp.prompt_ids, skip_special_tokens=True),
         "tokens": [tokenizer.convert_ids_to_tokens(row[: int(n)].tolist())
                    for row, n in zip(exp.completion_ids, exp.completion_mask.sum(-1))],

@@ -22,11 +22,13 @@ class Components:
     trainers: object
     pool: object
     midtrain: object | None = None  # RMT: documents -> per-step prompts (rl/midtrain.py)
+    placement: object | None = None
 
     def close(self) -> None:
-        for part in (self.pool, self.trainers):
+        for part in (self.trainers, self.pool, self.placement):
             try:
-                part.shutdown()
+                if part is not None:
+                    part.remove() if part is self.placement else part.shutdown()
             except Exception:  # noqa: BLE001 - best effort on the way out
                 pass
 
@@ -61,6 +63,7 @@ def build_components(cfg: Config, recipe_path: str | None) -> Components:
     from rewards import RewardScorer
     from rl.data import load_eval_prompts, load_train_prompts
     from rl.models import resolve_model
+    from rl.placement import make_placement
     from rl.sampler import PromptSampler
     from rl.trainer_group import TrainerGroup
     from rollout.pool import RolloutPool
@@ -88,20 +91,26 @@ def build_components(cfg: Config, recipe_path: str | None) -> Components:
     init_ray(cfg)
     a = cfg.algorithm
     total_opt_steps = cfg.trainer.steps * a.epochs * a.mini_batches
-    trainers = TrainerGroup(cfg, model_path, total_opt_steps)
+    placement = make_placement(cfg, cfg.cluster.timeout_s)
+    trainers = pool = None
     r = cfg.rollout
     try:
+        trainers = TrainerGroup(cfg, model_path, total_opt_steps, placement)
         pool = RolloutPool(model_path, num_workers=r.num_workers, backend=r.backend, dtype=cfg.model.dtype,
                            max_model_len=r.max_model_len, memory_fraction=r.memory_fraction, seed=r.seed,
                            num_cpus_per_worker=r.num_cpus_per_worker, num_gpus_per_worker=r.num_gpus_per_worker,
                            sync_backend=r.sync_backend, sync_bucket_mb=r.sync_bucket_mb,
                            sync_timeout_s=r.sync_timeout_s, generate_timeout_s=r.generate_timeout_s,
-                           start_timeout_s=r.start_timeout_s)
+                           start_timeout_s=r.start_timeout_s, placement=placement.worker)
+        trainers.attach_rollout(pool.sync_target())  # weights go rank 0 -> workers, not through here
     except BaseException:
-        trainers.shutdown()
+        for part in (trainers, pool):
+            if part is not None:
+                part.shutdown()
+        placement.remove()
         raise
     return Components(run_dir, model_path, tokenizer, pad_id, train_set, test_set, scorer, sampler, trainers, pool,
-                      midtrain)
+                      midtrain, placement)
 
 
 def _midtraining(cfg: Config, tokenizer, pad_id: int):

@@ -1,160 +1,179 @@
-"""Data-parallel trainer ranks as Ray actors, driven by the controller.
+"""The driver's handle on the data-parallel trainer ranks (Ray actors, rl/trainer_rank.py).
 
-Each rank holds a ``PolicyEngine``. The controller sends every rank the same
-calls with its own slice of rows; every remote call has a timeout so a dead or
-hung rank becomes an error naming the rank and the call, not a hang.
+Start-up: the ranks are placed (rl/placement.py), rank 0 names the rendezvous — its node's IP and
+a port free there — and every rank joins it. A step: each rank receives the token ids, masks and
+rewards of its own whole groups (``shard_groups``) and returns a record of scalars, which the
+driver reduces (rl/metrics.py). Nothing sized by the model comes back; ``received_bytes`` counts
+what does. Every wait has a timeout (``cluster.timeout_s``) and reports what it waits for.
 """
 
 from __future__ import annotations
 
-import math
-import socket
+import logging
+import pickle
+import time
 
 import ray
 import torch
 
 from rl.config import Config
+from rl.metrics import reduce_ranks
+from rl.trainer_rank import TrainerRank, split_rows
+
+log = logging.getLogger(__name__)
 
 
 class TrainerError(RuntimeError):
     pass
 
 
-@ray.remote
-class TrainerRank:
-    def __init__(self, cfg: Config, model_path: str, rank: int, world_size: int, master_addr: str,
-                 master_port: int, total_optimizer_steps: int) -> None:
-        from rl.engine import PolicyEngine
-
-        self.rank = rank
-        self.engine = PolicyEngine(cfg, model_path, rank, world_size, master_addr, master_port,
-                                   total_optimizer_steps)
-
-    def call(self, method: str, *args, **kwargs):
-        return getattr(self.engine, method)(*args, **kwargs)
-
-    def node(self) -> str:
-        return socket.gethostname()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def split_rows(n: int, parts: int) -> list[slice]:
-    """Contiguous, near-equal slices of n rows over parts (some may be empty)."""
-    base, extra = divmod(n, parts)
-    out, start = [], 0
-    for i in range(parts):
-        size = base + (i < extra)
-        out.append(slice(start, start + size))
-        start += size
+def shard_groups(group_id: torch.Tensor, parts: int) -> list[torch.Tensor]:
+    """Row indices per rank: whole groups (contiguous, in order), near-equal group counts."""
+    groups = torch.unique_consecutive(group_id)
+    out = []
+    for s in split_rows(groups.numel(), parts):
+        keep = torch.isin(group_id, groups[s])
+        out.append(keep.nonzero()[:, 0])
     return out
 
 
 class TrainerGroup:
-    def __init__(self, cfg: Config, model_path: str, total_optimizer_steps: int) -> None:
+    def __init__(self, cfg: Config, model_path: str, total_optimizer_steps: int, placement=None) -> None:
         t = cfg.trainer
         self.cfg, self.world = cfg, t.num_ranks
         self.timeout = cfg.cluster.timeout_s
-        port = _free_port()
+        self.received_bytes = 0
+        self.nodes: list[dict] = []
+        actor = ray.remote(TrainerRank)
         self.ranks = [
-            TrainerRank.options(num_cpus=t.num_cpus_per_rank, num_gpus=t.num_gpus_per_rank,
-                                name=None).remote(cfg, model_path, r, self.world, "127.0.0.1", port,
-                                                  total_optimizer_steps)
+            actor.options(num_cpus=t.num_cpus_per_rank, num_gpus=t.num_gpus_per_rank,
+                          **(placement.trainer(r) if placement is not None else {})).remote(
+                cfg, model_path, r, self.world, total_optimizer_steps)
             for r in range(self.world)
         ]
-        self._all("lm_head")  # waits for start-up; raises with the rank on failure
+        try:
+            self.nodes = self._all("identity", what="trainer ranks to be placed and start (Ray actor start-up)")
+            addr, port = self._get([self.ranks[0].rendezvous_address.remote()], "rank 0's rendezvous address")[0]
+            log.info("trainer rendezvous at %s:%d (rank 0's node); ranks on %s", addr, port,
+                     sorted({n["node"] for n in self.nodes}))
+            self._all("start", addr, port,
+                      what=f"trainer ranks to load the model and join the rendezvous at {addr}:{port} "
+                           f"(DeepSpeed init; the first run also builds DeepSpeed's CPU ops)")
+        except BaseException:
+            self.shutdown()
+            raise
 
     # ------------------------------------------------------------------ plumbing
     def _get(self, refs: list, what: str) -> list:
+        """Results in order; every 30 s without them a log line says what is awaited."""
+        start = time.monotonic()
+        pending = list(refs)
+        while pending:
+            left = self.timeout - (time.monotonic() - start)
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=max(min(30.0, left), 0.0))
+            if pending and time.monotonic() - start >= self.timeout:
+                raise TrainerError(f"trainer call {what!r} did not finish within cluster.timeout_s="
+                                   f"{self.timeout:.0f}s ({len(pending)} of {len(refs)} ranks still busy)")
+            if pending:
+                log.info("still waiting for %s (%.0fs, %d of %d ranks)", what, time.monotonic() - start,
+                         len(pending), len(refs))
         try:
-            return ray.get(refs, timeout=self.timeout)
-        except ray.exceptions.GetTimeoutError:
-            raise TrainerError(f"trainer call {what!r} did not finish within cluster.timeout_s="
-                               f"{self.timeout:.0f}s") from None
+            results = ray.get(refs)
         except ray.exceptions.RayActorError as e:
-            raise TrainerError(f"a trainer rank died during {what!r}: {e}") from None
+            raise TrainerError(f"a trainer rank died during {what!r} ({self._where(e)}): "
+                               f"{str(e).strip().splitlines()[0]}") from None
         except ray.exceptions.RayTaskError as e:  # an exception inside the rank: re-raise its cause
             cause = e.cause if getattr(e, "cause", None) is not None else e
             raise TrainerError(f"trainer call {what!r} failed: {type(cause).__name__}: {cause}") from cause
+        self.received_bytes += sum(len(pickle.dumps(r)) for r in results)
+        return results
 
-    def _all(self, method: str, *args, **kwargs) -> list:
-        return self._get([r.call.remote(method, *args, **kwargs) for r in self.ranks], method)
+    def _where(self, err) -> str:
+        if not self.nodes:
+            return "during start-up"
+        return ", ".join(f"rank {n['rank']} on {n['node']} pid {n['pid']}" for n in self.nodes)
 
-    def _rank0(self, method: str, *args, **kwargs):
-        return self._get([self.ranks[0].call.remote(method, *args, **kwargs)], method)[0]
+    def _all(self, method: str, *args, what: str | None = None) -> list:
+        return self._get([getattr(r, method).remote(*args) for r in self.ranks], what or method)
 
-    # ------------------------------------------------------------------ API
-    def _row_split(self, method: str, batch: dict, *args) -> list:
-        """``method`` on every rank over its contiguous share of ``batch``'s rows, in row order."""
-        n = batch["completion_ids"].shape[0]
-        refs = [r.call.remote(method, {k: v[s] for k, v in batch.items()}, *args)
-                for r, s in zip(self.ranks, split_rows(n, self.world)) if s.stop > s.start]
-        return self._get(refs, method)
-
-    def forward_stats(self, batch: dict, need_entropy: bool, need_hidden: bool, need_ref: bool) -> dict:
-        parts = self._row_split("forward_stats", batch, need_entropy, need_hidden, need_ref)
-        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    # ------------------------------------------------------------------ training
+    def train_step(self, batch: dict, ntp: dict | None, step: int, total_steps: int, inspect: bool = False
+                   ) -> tuple[dict[str, float], dict | None]:
+        """One rollout step on every rank over its whole groups: (reduced metrics, inspect payload)."""
+        rows = shard_groups(batch["group_id"], self.world)
+        ntp_rows = split_rows(ntp["ntp_mask"].shape[0], self.world) if ntp is not None else [None] * self.world
+        refs = []
+        for r, (actor, idx, nrows) in enumerate(zip(self.ranks, rows, ntp_rows)):
+            shard = _take(batch, idx) if idx.numel() else _dummy(batch)
+            part = None if ntp is None else (_take(ntp, nrows) if nrows.stop > nrows.start else _dummy(ntp, "ntp_mask"))
+            refs.append(actor.train_step.remote(shard, part, step, total_steps, inspect))
+        results = self._get(refs, f"train_step {step + 1}")
+        metrics = reduce_ranks([rec for rec, _ in results])
+        payload = None
+        if inspect:
+            kept = [(p, idx) for (_, p), idx in zip(results, rows) if idx.numel()]
+            payload = _merge_inspect(kept, batch["group_id"].shape[0])
+        return metrics, payload
 
     def token_entropy(self, batch: dict, reference: bool) -> torch.Tensor:
-        return torch.cat(self._row_split("token_entropy", batch, reference))
-
-    def _rank_micro_batches(self, batch: dict, mask_key: str) -> list[list[dict]]:
-        """Each rank's micro-batches of ``batch``. Every rank gets the same number (DeepSpeed
-        steps in lockstep): a rank short of rows backprops zero-``mask_key`` copies of row 0."""
         n = batch["completion_ids"].shape[0]
-        gas = max(1, math.ceil(n / (self.cfg.trainer.micro_batch_size * self.world)))
-        per_rank = []
-        for s in split_rows(n, self.world):
-            rows = list(range(s.start, s.stop)) or [0]
-            micro_batches = []
-            for ms in split_rows(len(rows), gas):
-                idx = rows[ms] if ms.stop > ms.start else rows[:1]
-                mb = {k: v[idx] for k, v in batch.items()}
-                if ms.stop <= ms.start or s.stop <= s.start:
-                    mb[mask_key] = torch.zeros_like(mb[mask_key])
-                micro_batches.append(mb)
-            per_rank.append(micro_batches)
-        return per_rank
+        parts = split_rows(n, self.world)
+        refs = [r.token_entropy.remote(_take(batch, s) if s.stop > s.start else _dummy(batch), reference)
+                for r, s in zip(self.ranks, parts)]
+        out = self._get(refs, "token_entropy")
+        return torch.cat([o for o, s in zip(out, parts) if s.stop > s.start])
 
-    def train_mini_batch(self, batch: dict, ntp: dict | None = None) -> dict:
-        """One optimizer step on every rank over ``batch`` (rows without loss tokens already removed).
+    # ------------------------------------------------------------------ weights, checkpoints
+    def attach_rollout(self, target) -> None:
+        self._all("attach_rollout", target, what="trainer ranks to connect to the rollout workers for weight sync")
 
-        ``ntp`` (RMT): document rows with an ``ntp_mask``; their lambda * L_NTP joins the same step.
-        """
-        from rl.algorithms.aggregation import loss_counts
-
-        global_tokens, global_seqs = loss_counts(batch["loss_mask"])
-        rl_parts = self._rank_micro_batches(batch, "loss_mask")
-        ntp_parts = self._rank_micro_batches(ntp, "ntp_mask") if ntp is not None else [None] * self.world
-        ntp_tokens = float(ntp["ntp_mask"].sum()) if ntp is not None else 0.0
-        refs = [r.call.remote("train_mini_batch", rl_mb, global_tokens, global_seqs, ntp_mb, ntp_tokens)
-                for r, rl_mb, ntp_mb in zip(self.ranks, rl_parts, ntp_parts)]
-        results = self._get(refs, "train_mini_batch")
-        out = dict(results[0])
-        if ntp is not None:  # the ranks' NLL sums -> the mean NLL over every NTP token
-            out.pop("train/ntp_nll_sum", None)
-            out["train/ntp_nll"] = sum(r["train/ntp_nll_sum"] for r in results) / max(ntp_tokens, 1.0)
-        return out
-
-    def lm_head(self):
-        return self._rank0("lm_head")
-
-    def named_weights(self) -> dict:
-        return self._rank0("named_weights")
+    def sync_weights(self, step: int) -> float:
+        return max(self._all("sync_weights", step, what=f"weight sync to the rollout workers (step {step})"))
 
     def save(self, path: str, client_state: dict) -> None:
-        self._all("save", path, client_state)
+        self._all("save", path, client_state, what=f"checkpoint save to {path}")
 
     def load(self, path: str) -> dict:
-        return self._all("load", path)[0]
+        return self._all("load", path, what=f"checkpoint load from {path}")[0]
 
     def export_hf(self, path: str, tokenizer_path: str) -> None:
-        self._all("export_hf", path, tokenizer_path)
+        self._all("export_hf", path, tokenizer_path, what=f"HF export to {path}")
 
     def shutdown(self) -> None:
+        refs = [r.close.remote() for r in self.ranks]
+        ray.wait(refs, num_returns=len(refs), timeout=30)
         for r in self.ranks:
-            ray.kill(r)
+            try:
+                ray.kill(r)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self.ranks = []
+
+
+def _take(batch: dict, idx) -> dict:
+    return {k: v[idx] for k, v in batch.items() if isinstance(v, torch.Tensor)}
+
+
+def _dummy(batch: dict, mask_key: str = "token_mask") -> dict:
+    """One row that enters no loss: a rank without rows still steps in lockstep with the others."""
+    out = _take(batch, slice(0, 1))
+    out[mask_key] = torch.zeros_like(out["completion_mask"]).float()
+    return out
+
+
+def _merge_inspect(parts: list[tuple[dict, torch.Tensor]], n: int) -> dict:
+    """The ranks' per-token credit maps back in batch row order."""
+    def merge(get):
+        pieces = [(get(p), idx) for p, idx in parts]
+        if any(x is None for x, _ in pieces):
+            return None
+        width = max(x.shape[1] for x, _ in pieces)
+        out = torch.zeros(n, width)
+        for x, idx in pieces:
+            out[idx, : x.shape[1]] = x
+        return out
+
+    keys = set.intersection(*(set(p["extras"]) for p, _ in parts)) if parts else set()
+    return {"advantages": merge(lambda p: p["advantages"]), "token_mask": merge(lambda p: p["token_mask"]),
+            "token_weight": merge(lambda p: p["token_weight"]), "entropy": merge(lambda p: p["entropy"]),
+            "extras": {k: merge(lambda p, k=k: p["extras"][k]) for k in keys}}

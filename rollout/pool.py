@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -36,7 +36,8 @@ import torch
 from rollout.errors import RolloutError
 from rollout.remote import WorkerHandle, wait_all
 from rollout.types import Completion, EngineSpec, SamplingSpec, WorkerInfo
-from rollout.weight_sync import make_weight_sync, resolve_backend
+from rollout.weight_sync import SyncTarget, resolve_backend
+from rollout.weight_sync.packing import bucket_named_tensors
 from rollout.weight_sync.prepare import read_model_layout, validate_named_tensors
 from rollout.worker_actor import RolloutWorker
 
@@ -100,7 +101,7 @@ class RolloutPool:
                  sync_bucket_mb: int = 256, sync_timeout_s: float = 120, generate_timeout_s: float = 900,
                  start_timeout_s: float = 600, *, cpu_threads: int | None = None, preload_libs: bool = True,
                  logprobs_mode: str = "processed_logprobs", max_num_seqs: int = 512, hf_batch_prompts: int = 64,
-                 engine_kwargs: dict[str, Any] | None = None):
+                 engine_kwargs: dict[str, Any] | None = None, placement: Callable[[int], dict] | None = None):
         """Start ``num_workers`` engines (in parallel) and the weight-sync backend.
 
         Extra keyword-only settings: ``cpu_threads`` (OpenMP threads per engine on CPU),
@@ -108,12 +109,14 @@ class RolloutPool:
         backend asks), ``logprobs_mode`` (vLLM's; the default reports logprobs after
         temperature / top-k / top-p), ``max_num_seqs`` (vLLM decode batch),
         ``hf_batch_prompts`` (hf backend: prompts per generate call), ``engine_kwargs``
-        (passed on to ``vllm.LLM``).
+        (passed on to ``vllm.LLM``), ``placement`` (worker index -> extra Ray actor options, e.g. a
+        placement-group bundle; rl/placement.py).
         """
         self._check_settings(num_workers, backend, dtype, max_model_len, memory_fraction,
                              sync_bucket_mb, sync_timeout_s, generate_timeout_s, start_timeout_s)
         self.workers: list[WorkerHandle] = []
-        self._sync = None
+        self._sync = None  # a backend in this process, built by the first sync_weights call
+        self._sync_settings = (sync_bucket_mb, sync_timeout_s)
         self.max_model_len = max_model_len
         self.generate_timeout_s = generate_timeout_s
         self.dtype = None if dtype == "auto" else getattr(torch, dtype)
@@ -140,14 +143,10 @@ class RolloutPool:
         try:
             for i in range(num_workers):
                 actor = actor_cls.options(num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker,
-                                          runtime_env={"env_vars": env}, max_restarts=0,
-                                          max_concurrency=1).remote(replace(spec), i)
+                                          runtime_env={"env_vars": env}, max_restarts=0, max_concurrency=1,
+                                          **(placement(i) if placement is not None else {})).remote(replace(spec), i)
                 self.workers.append(WorkerHandle(actor, WorkerInfo(index=i, last_request="start-up")))
-            # the sync backend first: a wrong choice fails in a second, not after the engines' start-up
-            self._sync = make_weight_sync(self.sync_backend, self.workers, bucket_mb=sync_bucket_mb,
-                                          timeout_s=sync_timeout_s, dtype=self.dtype)
             self._start(start_timeout_s)
-            self._sync.setup()
         except BaseException:
             self.shutdown()
             raise
@@ -221,14 +220,29 @@ class RolloutPool:
 
     # ---- weight sync
 
+    def sync_target(self) -> SyncTarget:
+        """What the trainer's rank 0 needs to send weights to these workers itself (rl/trainer_rank.py)."""
+        if not self.workers:
+            raise RolloutError("sync_target called on a pool that was shut down")
+        bucket_mb, timeout_s = self._sync_settings
+        return SyncTarget(self.sync_backend, list(self.workers), int(bucket_mb * 2**20), timeout_s, self.dtype,
+                          self._shapes, self._tied)
+
     def sync_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]] | dict[str, torch.Tensor],
                      step: int) -> float:
-        """Load the trainer's weights (HF state_dict names) into every worker; returns seconds taken."""
-        if self._sync is None:
+        """Load weights held by *this* process (HF state_dict names) into every worker; seconds taken.
+
+        For callers that hold the weights (tests, benchmarks). Training sends them from the trainer
+        ranks instead (``sync_target``), so they never pass through the driver."""
+        if not self.workers:
             raise RolloutError("sync_weights called on a pool that was shut down")
         start = time.perf_counter()
         items = validate_named_tensors(named_tensors, tied_embeddings=self._tied, expected_shapes=self._shapes)
-        self._sync.push(items, step)  # the backend casts to the engine dtype as it packs
+        if self._sync is None:
+            self._sync = self.sync_target().build()
+            self._sync.setup()
+        # the backend casts to the engine dtype as it packs
+        self._sync.push(bucket_named_tensors(items, self._sync.bucket_bytes, self.dtype), step)
         for w in self.workers:
             w.info.last_request = f"sync_weights step {step} (done)"
         return time.perf_counter() - start

@@ -16,6 +16,7 @@ one multiplies/ANDs into what the previous one left.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -43,11 +44,19 @@ class PolicySnapshot:
 
     def logits(self, hidden: torch.Tensor, vocab_slice: slice | torch.Tensor | None = None) -> torch.Tensor:
         w = self.lm_head_weight if vocab_slice is None else self.lm_head_weight[vocab_slice]
-        out = hidden.to(w.dtype) @ w.T
+        out = hidden.float() @ w.float().T  # fp32 (spec: accumulate scores in FP32); only this slice is cast
         if self.lm_head_bias is not None:
             b = self.lm_head_bias if vocab_slice is None else self.lm_head_bias[vocab_slice]
-            out = out + b
-        return out.float() / self.temperature
+            out = out + b.float()
+        return out / self.temperature
+
+
+def _one_rank_gather(local: torch.Tensor) -> tuple[torch.Tensor, int]:
+    return local, 0
+
+
+def _one_rank_reduce(values: list[float], op: str = "sum") -> list[float]:
+    return list(values)
 
 
 @dataclass
@@ -55,6 +64,11 @@ class CreditContext:
     step: int  # optimizer step about to be taken (0-based)
     total_steps: int
     policy: PolicySnapshot | None = None  # present when a module in the chain needs it
+    # Whole-batch steps across trainer ranks (rl/dist.py), scalars only: ``gather(x [n]) -> (every
+    # rank's x concatenated in rank order, this rank's offset)``; ``reduce([floats], "sum"|"max")``.
+    # The defaults are the one-rank case (a module run on a batch held in one place).
+    gather: Callable[[torch.Tensor], tuple[torch.Tensor, int]] = _one_rank_gather
+    reduce: Callable[..., list[float]] = _one_rank_reduce
 
     @property
     def progress(self) -> float:

@@ -143,6 +143,8 @@ class RMTConfig:
     budget_k: float = _h(1.0, "RMT: exponent k of T in t/T^k (paper note: 1; the themoonlight review writes T^k)")
     ntp_coef: float = _h(0.1, "RMT: lambda in L = L_RL + lambda * L_NTP")
     ntp_reduction: str = _h("mean", "RMT: L_NTP over the other tokens as a 'mean' (usual CE) | 'sum' (the note's formula)")
+    ntp_schedule: str = _h("split", "RMT: the step's documents are spread over the mini-batches of each epoch ('split') | "
+                          "all of them join every optimizer step ('every'); the paper does not say")
     t1: float = _h(0.3, "RMT: curriculum transition t_1 as a fraction of training")
     t2: float = _h(0.7, "RMT: curriculum transition t_2 as a fraction of training")
     p_t1: list[float] = _h([0.6, 0.3, 0.1], "RMT: (easy, medium, hard) tier probabilities before t_1 (spec Q7)")
@@ -168,6 +170,7 @@ class RMTConfig:
             if placeholder not in self.prompt_template:
                 raise ValueError(f"{prefix}.prompt_template: must contain {placeholder}")
         _choice(prefix, "ntp_reduction", self.ntp_reduction, ("mean", "sum"))
+        _choice(prefix, "ntp_schedule", self.ntp_schedule, ("split", "every"))
         _choice(prefix, "entropy_model", self.entropy_model, ("reference", "policy"))
         if not 0.0 <= self.t1 <= self.t2 <= 1.0:
             raise ValueError(f"{prefix}.t1/t2: need 0 <= t1 <= t2 <= 1, got {self.t1}, {self.t2}")

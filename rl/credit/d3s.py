@@ -38,8 +38,10 @@ Interpretations flagged by the spec (config ``algorithm.d3s``):
 
 The row advantage used at the sample level is the mean of ``exp.advantages`` over the
 row's completion tokens (the sequence advantage when the estimator broadcast it).
-Distributed use: the cross-group step and the global top-K need the whole batch, so run
-this module where the whole rollout batch is (the driver), not per rank.
+Distributed use: each trainer rank runs the module on its own whole groups; the cross-group
+step and the global top-K span the whole batch by exchanging scalars between ranks
+(``ctx.gather``: the kept rows' advantages, the valid tokens' scores), so every rank cuts at
+the same place and the result equals a one-place run. The logged counts are whole-batch.
 Cost: the sample level reads only advantages (``select_rows``); when D3S leads the chain the
 loop runs it before the old-policy pass, which then computes entropy for the kept rows only
 (rl/credit_step.py).
@@ -84,23 +86,31 @@ def max_variance_subset(adv: torch.Tensor, m: int) -> torch.Tensor:
     return chosen.sort().values
 
 
-def keep_top_fraction(score: torch.Tensor, valid: torch.Tensor, k: float, per_row: bool) -> torch.Tensor:
-    """Bool mask of the top ceil(k * n) valid scores (ties with the cut-off kept), globally or per row."""
+def keep_top_fraction(score: torch.Tensor, valid: torch.Tensor, k: float, per_row: bool,
+                      gather=None) -> torch.Tensor:
+    """Bool mask of the top ceil(k * n) valid scores (ties with the cut-off kept), globally or per row.
+
+    ``gather(x) -> (x of every rank concatenated, offset)`` makes "globally" span every trainer
+    rank's rows (the ranks exchange their valid scores, one float per token); None = this batch only.
+    """
     if k >= 1.0:
         return valid.clone()
-    masked = torch.where(valid, score, torch.full_like(score, float("-inf")))
     if per_row:
+        masked = torch.where(valid, score, torch.full_like(score, float("-inf")))
         counts = valid.sum(-1)
         n_keep = _ceil_count(counts.double() * k).clamp(min=1)
         ordered = masked.sort(-1, descending=True).values
         cutoff = ordered.gather(1, (n_keep - 1).clamp(min=0)[:, None])
         return valid & (score >= cutoff) & (counts[:, None] > 0)
-    n_valid = int(valid.sum())
+    every = score[valid].float()
+    if gather is not None:
+        every, _ = gather(every)
+    n_valid = every.numel()
     if n_valid == 0:
         return valid.clone()
     n_keep = max(1, int(_ceil_count(torch.tensor(n_valid * k, dtype=torch.float64))))
-    cutoff = masked.flatten().topk(n_keep).values[-1]
-    return valid & (score >= cutoff)
+    cutoff = every.topk(n_keep).values[-1]
+    return valid & (score.float() >= cutoff)
 
 
 def _ceil_count(x: torch.Tensor) -> torch.Tensor:
@@ -169,25 +179,29 @@ class D3S(CreditModule):
             kept_rows.append(cand[max_variance_subset(adv[cand], min(n_s, cand.numel()))])
         keep_idx = torch.cat(kept_rows) if kept_rows else torch.zeros(0, dtype=torch.long, device=adv.device)
 
-        if cfg.cross_group:
-            total = sum(n_s_values)
+        if cfg.cross_group:  # over the whole batch: every rank's kept rows (their advantages) take part
+            total = int(round(ctx.reduce([float(sum(n_s_values))])[0]))
             if cfg.n_batch is None:
                 n_batch = total
             elif cfg.n_unit == "fraction":
                 n_batch = max(1, _round_half_up(cfg.n_batch * total))
             else:
                 n_batch = int(cfg.n_batch)
-            keep_idx = keep_idx[max_variance_subset(adv[keep_idx], min(n_batch, keep_idx.numel()))]
+            every, offset = ctx.gather(adv[keep_idx].float())
+            chosen = max_variance_subset(every, min(n_batch, every.numel()))
+            mine = chosen[(chosen >= offset) & (chosen < offset + keep_idx.numel())] - offset
+            keep_idx = keep_idx[mine.to(keep_idx.device)]
 
         keep = torch.zeros(exp.num_rows, dtype=torch.bool, device=adv.device)
         keep[keep_idx] = True
-        self._tokens_before = float(exp.loss_mask().sum())
+        self._tokens_before = ctx.reduce([float(exp.loss_mask().sum())])[0]
         exp.drop_rows(keep)
         self._selected = exp
+        kept, rows = ctx.reduce([float(keep.sum()), float(exp.num_rows)])  # whole-batch counts
         return {
             "d3s/n_s": sum(n_s_values) / max(1, len(n_s_values)),
-            "d3s/kept_samples": float(keep.sum()),
-            "d3s/kept_sample_frac": float(keep.sum()) / max(1, exp.num_rows),
+            "d3s/kept_samples": kept,
+            "d3s/kept_sample_frac": kept / max(1.0, rows),
             "d3s/adv_var_all": float(adv[exp.completion_mask.sum(-1) > 0].var(unbiased=False)) if exp.num_rows else 0.0,
             "d3s/adv_var_kept": float(adv[keep].var(unbiased=False)) if keep.any() else 0.0,
         }
@@ -205,10 +219,11 @@ class D3S(CreditModule):
                                  f"(K={k:.3f} < 1) needs the old policy's entropy; the trainer must provide it")
             tok_adv = exp.advantages if exp.advantages.dim() == 2 else exp.advantages[:, None]
             score = tok_adv.float().abs() * exp.entropy.float()
-            token_keep = keep_top_fraction(score, valid, k, per_row=self.cfg.token_scope == "response")
+            token_keep = keep_top_fraction(score, valid, k, per_row=self.cfg.token_scope == "response",
+                                           gather=ctx.gather)
             exp.token_mask = exp.token_mask * token_keep.to(exp.token_mask.dtype)
             exp.extras["d3s_score"] = score * valid
-        kept_tokens = float(exp.loss_mask().sum())
+        kept_tokens = ctx.reduce([float(exp.loss_mask().sum())])[0]
         metrics["d3s/kept_tokens"] = kept_tokens
         metrics["d3s/kept_token_frac"] = kept_tokens / self._tokens_before if self._tokens_before else 0.0
         return metrics

@@ -119,16 +119,17 @@ def other_positions_mask(mask: torch.Tensor, positions: torch.Tensor) -> torch.T
     return out
 
 
-def ntp_loss(logp: torch.Tensor, mask_other: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """L_NTP = -sum m_pos log p(tau_pos | tau_<pos) ('sum') or that sum / sum m_pos ('mean')."""
+def ntp_loss(logp: torch.Tensor, mask_other: torch.Tensor, reduction: str = "mean",
+             normaliser: float | None = None) -> torch.Tensor:
+    """L_NTP = -sum m_pos log p(tau_pos | tau_<pos) ('sum') or that sum / the NTP token count ('mean').
+
+    ``normaliser``: the count to divide by when this call sees only part of the tokens (one
+    micro-batch of a step spread over micro-batches and ranks); None = this call's own count.
+    """
     total = -(logp * mask_other).sum()
     if reduction == "sum":
         return total
     if reduction == "mean":
-        return total / mask_other.sum().clamp(min=1.0)
+        count = mask_other.sum().clamp(min=1.0) if normaliser is None else max(float(normaliser), 1.0)
+        return total / count
     raise ValueError(f"rmt.ntp_loss: reduction={reduction!r} is not one of ['mean', 'sum']")
-
-
-def dual_loss(rl_loss: torch.Tensor, logp: torch.Tensor, mask_other: torch.Tensor, cfg: RMTConfig) -> torch.Tensor:
-    """L = L_RL + lambda * L_NTP."""
-    return rl_loss + cfg.ntp_coef * ntp_loss(logp, mask_other, cfg.ntp_reduction)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from rollout.remote import WorkerHandle
-from rollout.weight_sync.base import WeightSync, resolve_backend
+from rollout.weight_sync.base import SyncTarget, WeightSync, resolve_backend
 
 
 def make_weight_sync(name: str, workers: list[WorkerHandle], *, bucket_mb: float, timeout_s: float,
@@ -19,4 +19,4 @@ def make_weight_sync(name: str, workers: list[WorkerHandle], *, bucket_mb: float
     return backends[name](workers, bucket_bytes=int(bucket_mb * 2**20), timeout_s=timeout_s, dtype=dtype)
 
 
-__all__ = ["WeightSync", "make_weight_sync", "resolve_backend"]
+__all__ = ["SyncTarget", "WeightSync", "make_weight_sync", "resolve_backend"]

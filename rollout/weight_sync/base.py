@@ -14,11 +14,17 @@ Backends (``rollout.sync_backend``):
 Every backend sends buckets of at most ``bucket_bytes`` (``rollout.sync_bucket_mb``)
 and bounds every remote call with ``timeout_s`` (``rollout.sync_timeout_s``), so a
 dead or hung worker becomes a ``RolloutError`` naming the worker and the step.
+
+Where it runs: in trainer rank 0 (rl/trainer_rank.py), which reads the weights bucket by bucket
+and sends them straight to the workers; the driver only hands over a ``SyncTarget`` (the
+workers' handles and settings). ``RolloutPool.sync_weights`` runs the same backends in the
+calling process, for callers that hold the weights themselves (tests, benchmarks).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -49,8 +55,12 @@ class WeightSync(ABC):
         """Once, after the workers started (e.g. build the NCCL group)."""
 
     @abstractmethod
-    def push(self, named: Iterable[tuple[str, torch.Tensor]], step: int) -> int:
-        """Send the (already validated) tensors to every worker, cast to ``self.dtype``; return how many."""
+    def push(self, buckets: Iterable[list[tuple[str, torch.Tensor]]], step: int) -> int:
+        """Send the (already validated) tensors to every worker, cast to ``self.dtype``; return how many.
+
+        ``buckets`` yields one bucket at a time (``packing.bucket_named_tensors``, or the trainer's
+        gathered buckets under ZeRO-3); a bucket's tensors may be freed once the next is requested,
+        so a backend finishes with each bucket before it asks for the next."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what ``setup`` built."""
@@ -77,6 +87,25 @@ class WeightSync(ABC):
     def _wait(self, calls: list[tuple], what: str, step: int) -> list[Any]:
         return wait_all(calls, what=f"{what} (sync_weights step {step})", timeout_s=self.timeout_s,
                         timeout_key=TIMEOUT_KEY, step=step)
+
+
+@dataclass
+class SyncTarget:
+    """Everything a process needs to build the weight-sync backend to the pool's workers (picklable)."""
+
+    backend: str  # resolved: cpu_shm | nccl | cuda_ipc
+    workers: list[WorkerHandle]
+    bucket_bytes: int
+    timeout_s: float
+    dtype: torch.dtype | None
+    expected_shapes: dict[str, tuple[int, ...]] | None  # the rollout model's names and shapes
+    tied: bool  # tied embeddings: lm_head.weight is not sent
+
+    def build(self) -> WeightSync:
+        from rollout.weight_sync import make_weight_sync
+
+        return make_weight_sync(self.backend, self.workers, bucket_mb=self.bucket_bytes / 2**20,
+                                timeout_s=self.timeout_s, dtype=self.dtype)
 
 
 def resolve_backend(name: str, *, cuda_available: bool, num_gpus_per_worker: float) -> str:

@@ -27,7 +27,6 @@ import torch
 
 from rollout.remote import WorkerHandle
 from rollout.weight_sync.base import WeightSync, local_node_id
-from rollout.weight_sync.packing import bucket_named_tensors
 from rollout.weight_sync.safetensors_file import write_bucket_file
 
 
@@ -39,10 +38,10 @@ class SharedMemorySync(WeightSync):
         super().__init__(workers, bucket_bytes=bucket_bytes, timeout_s=timeout_s, dtype=dtype)
         self.folder = tempfile.mkdtemp(prefix="tokencredit-sync-", dir=shm_dir if os.path.isdir(shm_dir) else None)
 
-    def write_buckets(self, named: Iterable[tuple[str, torch.Tensor]]) -> tuple[list[str], int]:
-        """Write the tensors as bucket files (cast to the engine dtype); (paths, number of tensors)."""
+    def write_buckets(self, buckets: Iterable[list[tuple[str, torch.Tensor]]]) -> tuple[list[str], int]:
+        """Write each bucket as a file as it arrives (cast to the engine dtype); (paths, number of tensors)."""
         paths, count = [], 0
-        for i, bucket in enumerate(bucket_named_tensors(named, self.bucket_bytes, self.dtype)):
+        for i, bucket in enumerate(buckets):
             paths.append(os.path.join(self.folder, f"bucket{i:04d}.safetensors"))
             write_bucket_file(paths[-1], bucket, self.dtype)
             count += len(bucket)
@@ -50,8 +49,8 @@ class SharedMemorySync(WeightSync):
             os.unlink(stale)  # left by an earlier, larger sync
         return paths, count
 
-    def push(self, named: Iterable[tuple[str, torch.Tensor]], step: int) -> int:
-        paths, count = self.write_buckets(named)
+    def push(self, buckets: Iterable[list[tuple[str, torch.Tensor]]], step: int) -> int:
+        paths, count = self.write_buckets(buckets)
         here = local_node_id()
         blobs = None
         if any(w.node_id != here for w in self.workers):

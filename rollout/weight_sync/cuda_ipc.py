@@ -18,7 +18,7 @@ import torch
 
 from rollout.remote import WorkerHandle
 from rollout.weight_sync.base import WeightSync, require_cuda
-from rollout.weight_sync.packing import bucket_named_tensors, pack_bucket
+from rollout.weight_sync.packing import pack_bucket
 
 
 def ipc_handle(flat: torch.Tensor) -> bytes:
@@ -39,9 +39,9 @@ class CudaIpcSync(WeightSync):
         self.device = require_cuda(self.name)
         self.device_uuid = str(torch.cuda.get_device_properties(self.device).uuid)
 
-    def push(self, named: Iterable[tuple[str, torch.Tensor]], step: int) -> int:
+    def push(self, buckets: Iterable[list[tuple[str, torch.Tensor]]], step: int) -> int:
         count = 0
-        for i, bucket in enumerate(bucket_named_tensors(named, self.bucket_bytes, self.dtype)):
+        for i, bucket in enumerate(buckets):
             flat, metas = pack_bucket(bucket, device=self.device, dtype=self.dtype)
             torch.cuda.current_stream(self.device).synchronize()  # the copy must land before others read it
             handle, rows = ipc_handle(flat), [astuple(m) for m in metas]

@@ -22,7 +22,7 @@ import torch
 
 from rollout.remote import WorkerHandle
 from rollout.weight_sync.base import WeightSync, require_cuda, run_with_timeout
-from rollout.weight_sync.packing import bucket_named_tensors, pack_bucket
+from rollout.weight_sync.packing import pack_bucket
 
 
 def _free_port(host: str) -> int:
@@ -58,11 +58,11 @@ class NcclBroadcastSync(WeightSync):
         self.comm.broadcast(flat, src=0, stream=torch.cuda.current_stream())
         torch.cuda.current_stream().synchronize()  # a dead peer shows up here, inside the bounded thread
 
-    def push(self, named: Iterable[tuple[str, torch.Tensor]], step: int) -> int:
+    def push(self, buckets: Iterable[list[tuple[str, torch.Tensor]]], step: int) -> int:
         if self.comm is None:
             self.setup()
         count = 0
-        for i, bucket in enumerate(bucket_named_tensors(named, self.bucket_bytes, self.dtype)):
+        for i, bucket in enumerate(buckets):
             flat, metas = pack_bucket(bucket, device=self.device, dtype=self.dtype)
             rows = [astuple(m) for m in metas]
             what = f"receive NCCL bucket {i}"

@@ -37,7 +37,7 @@ def metrics(run_dir: Path) -> dict[int, dict]:
 
 def test_rmt_recipe_trains_and_resumes_exactly(tmp_path, tiny_model_dir, ray_local):
     from rewards import RewardError
-    from rl.controller import train
+    from rl.loops.grpo import train
 
     full = metrics(train(rmt_cfg(tmp_path / "a", tiny_model_dir)))
     assert sorted(full) == [1, 2]

@@ -45,7 +45,7 @@ DETERMINISTIC = ("reward/total/mean", "train/loss", "train/accuracy", "batch/com
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, tiny_model_dir, ray_local):
-    from rl.controller import train
+    from rl.loops.grpo import train
 
     root = tmp_path_factory.mktemp("runs")
     return train(make_cfg(root, tiny_model_dir, "full"))
@@ -71,7 +71,7 @@ def test_three_steps_finite_loss_and_artifacts(full_run):
 
 def test_reward_error_stops_run_naming_function_then_resume_matches(tmp_path, tiny_model_dir, ray_local, full_run):
     from rewards import RewardError
-    from rl.controller import train
+    from rl.loops.grpo import train
 
     cfg = make_cfg(tmp_path, tiny_model_dir, "full", reward="explode_at_step_3")
     with pytest.raises(RewardError) as e:
@@ -108,7 +108,7 @@ def test_kill_during_checkpoint_save_resumes_from_previous(tmp_path, tiny_model_
 
 def test_credit_chain_runs_in_the_real_loop(tmp_path, tiny_model_dir, ray_local):
     """D3S, THR and TW together (old-policy entropy + hidden states + output head) for two steps."""
-    from rl.controller import train
+    from rl.loops.grpo import train
 
     cfg = make_cfg(tmp_path, tiny_model_dir, "credit", extra=[
         "trainer.steps=2", "algorithm.credit=[d3s,thr,tw]", "algorithm.d3s.k_init=0.5", "algorithm.d3s.k_final=0.5",

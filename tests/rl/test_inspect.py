@@ -24,11 +24,11 @@ def test_page_colours_kept_and_dropped_tokens(tmp_path):
         prompt_ids=torch.ones(2, 2, dtype=torch.long), prompt_mask=torch.ones(2, 2, dtype=torch.long),
         completion_ids=torch.tensor([[5, 6, 7], [8, 9, 0]]), completion_mask=torch.tensor([[1, 1, 1], [1, 1, 0]]),
         group_id=torch.tensor([0, 0]), rewards=torch.tensor([1.0, 0.0]))
-    exp.advantages = torch.tensor([[0.7, 0.7, 0.7], [-0.7, -0.7, -0.7]])
-    exp.token_mask = torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 0.0]])  # e.g. D3S dropped t6
-    exp.token_weight = torch.tensor([[1.0, 1.0, 1.7], [1.0, 1.2, 1.0]])
-    exp.extras["tw_weight"] = exp.token_weight.clone()
-    save_batch(tmp_path, 3, exp, Tok())
+    weight = torch.tensor([[1.0, 1.0, 1.7], [1.0, 1.2, 1.0]])
+    credit = {"advantages": torch.tensor([[0.7, 0.7, 0.7], [-0.7, -0.7, -0.7]]),
+              "token_mask": torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 0.0]]),  # e.g. D3S dropped t6
+              "token_weight": weight, "entropy": None, "extras": {"tw_weight": weight.clone()}}
+    save_batch(tmp_path, 3, exp, credit, Tok())
     page = write_inspect_page(tmp_path).read_text()
     spans = re.findall(r"<span class='tok' style='([^']*)' title='([^']*)'>([^<]*)</span>", page)
     assert [s[2] for s in spans] == ["t5", "t6", "t7", "t8", "t9"]  # padding not shown

@@ -10,7 +10,6 @@ import torch
 from rl.credit.config import RMTConfig
 from rl.credit.rmt import (
     budget,
-    dual_loss,
     entropy_tiers,
     ntp_loss,
     other_positions_mask,
@@ -133,7 +132,8 @@ def test_ntp_loss_on_the_other_positions_by_hand() -> None:
     assert other.tolist() == [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
     assert float(ntp_loss(logp, other, "sum")) == pytest.approx(1 + 3 + 5)
     assert float(ntp_loss(logp, other, "mean")) == pytest.approx(9 / 3)
-    assert float(dual_loss(torch.tensor(2.0), logp, other, RMTConfig())) == pytest.approx(2.0 + 0.1 * 3.0)
+    # a micro-batch's share of a mean over 6 tokens of a step spread over micro-batches and ranks
+    assert float(ntp_loss(logp, other, "mean", normaliser=6)) == pytest.approx(9 / 6)
     with pytest.raises(ValueError, match="reduction"):
         ntp_loss(logp, other, "max")
 
