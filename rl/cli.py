@@ -83,6 +83,18 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_critical_tokens(args) -> int:
+    from rl.critical_tokens import cli_main
+
+    return cli_main(args)
+
+
+def cmd_inspect_pairs(args) -> int:
+    from rl.inspect_pairs import cli_main
+
+    return cli_main(args)
+
+
 def cmd_config_help(_args) -> int:
     from rl.config import describe
 
@@ -110,6 +122,30 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", default=None, help="output .html (default: RUN_DIR/inspect_step_N.html)")
     i.add_argument("--rows", type=int, default=32, help="completions shown")
     i.set_defaults(fn=cmd_inspect)
+    c = sub.add_parser("critical-tokens", help="cDPO critical tokens: sample, LoRA SFT pos/neg models, p_CE per "
+                       "token -> weighted pairs (rl/critical_tokens.py)")
+    c.add_argument("recipe", help="a recipe (model, data, rollout, rewards; optional critical_tokens: section)")
+    c.add_argument("overrides", nargs="*", help="dotted overrides, e.g. critical_tokens.n=16 rollout.temperature=0.7")
+    c.add_argument("--out", required=True, help="output folder (a rerun skips the stages already done there)")
+    c.add_argument("--verify", action="store_true", help="also run the rollout verification (spec §3.3): verify.json")
+    c.add_argument("--verify-only", action="store_true", help="sample and verify; no SFT, no weights")
+    c.add_argument("--force", action="store_true", help="redo every stage")
+    c.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    c.set_defaults(fn=cmd_critical_tokens)
+    ip = sub.add_parser("inspect-pairs", help="HTML page of preference pairs: r->Q* implicit reward and cDPO p_CE "
+                        "per token (rl/inspect_pairs.py)")
+    ip.add_argument("pairs", help="pairs jsonl, or a critical-tokens output folder (its weighted_pairs.jsonl)")
+    ip.add_argument("--policy", default=None, help="trained policy (HF folder or LoRA adapter folder) for r_hat")
+    ip.add_argument("--ref", default=None, help="reference model (default: adapters off / the critical-tokens base)")
+    ip.add_argument("--tokenizer", default=None, help="tokenizer the pairs were scored with (default: policy or ref)")
+    ip.add_argument("--beta", type=float, default=0.1, help="beta of r_hat = beta log(pi/pi_ref): the policy's own")
+    ip.add_argument("--out", default=None, help="output .html (default: next to the pairs file)")
+    ip.add_argument("--rows", type=int, default=32, help="pairs shown")
+    ip.add_argument("--chosen-weight-field", default="chosen_weight", help="per-token p_CE column of chosen")
+    ip.add_argument("--rejected-weight-field", default="rejected_weight", help="per-token p_CE column of rejected")
+    ip.add_argument("--max-length", type=int, default=1024, help="prompt + response tokens at most")
+    ip.add_argument("--max-prompt-length", type=int, default=512, help="prompt tokens at most")
+    ip.set_defaults(fn=cmd_inspect_pairs)
     sub.add_parser("config-keys", help="every recipe key with its default and help").set_defaults(fn=cmd_config_help)
     return p
 
