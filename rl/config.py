@@ -17,8 +17,11 @@ import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from rl.algorithms.preference_config import PreferenceConfig
 from rl.credit.config import D3SConfig, RMTConfig, THRConfig, TWConfig
+from rl.dpo_config import FAMILIES, DPOLoopConfig, validate_dpo
 from rl.fields import help_field
+from rl.preference_data_config import PreferenceDataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +230,8 @@ class EvalConfig:
 class Config:
     name: str = _h("run", "recipe name")
     description: str = _h("", "one line shown by `tokencredit recipes`")
+    family: str = _h("grpo", "training family: grpo (online RL, rl/loops/grpo.py) | dpo (preference losses: "
+                     "rl/loops/dpo.py offline, rl/loops/online_dpo.py with dpo.mode=online)")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -237,9 +242,13 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)  # family: dpo (rl/dpo_config.py)
+    preference_data: PreferenceDataConfig = field(default_factory=PreferenceDataConfig)
+    dpo: DPOLoopConfig = field(default_factory=DPOLoopConfig)
 
 
 _CHOICES = {
+    "family": FAMILIES,
     "model.dtype": ("bfloat16", "float32"),
     "data.on_long_prompt": ("drop", "error"),
     "data.chat_template_fallback": ("error", "plain"),
@@ -326,7 +335,7 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     if a.policy_loss == "gspo" and a.credit:
         raise _fail(source, "algorithm.policy_loss",
                     "credit modules reweight tokens; with GSPO use policy_loss=gspo_token (arXiv 2507.18071)")
-    if not cfg.rewards.functions:
+    if not cfg.rewards.functions and cfg.family == "grpo":  # the DPO family checks its own (validate_dpo)
         raise _fail(source, "rewards.functions", "at least one reward function is required")
     if cfg.eval.pass_k < 1:
         raise _fail(source, "eval.pass_k", "must be >= 1")
@@ -338,6 +347,7 @@ def validate(cfg: Config, source: str = "<config>") -> None:
             raise _fail(source, "algorithm.rmt.context_tokens",
                         f"{a.rmt.context_tokens} leaves no room for the instruction in "
                         f"data.max_prompt_tokens={cfg.data.max_prompt_tokens}")
+    validate_dpo(cfg, source, _fail)
     _check_papers(a, source)
 
 

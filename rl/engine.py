@@ -55,7 +55,8 @@ def hf_name(peft_name: str) -> str:
 
 class PolicyEngine:
     def __init__(self, cfg: Config, model_path: str, rank: int, world_size: int, master_addr: str,
-                 master_port: int, total_optimizer_steps: int, reference: bool = False) -> None:
+                 master_port: int, total_optimizer_steps: int, reference: bool = False,
+                 frozen_models: dict[str, str] | None = None) -> None:
         import deepspeed
         from transformers import AutoModelForCausalLM
 
@@ -89,6 +90,13 @@ class PolicyEngine:
                                                      target_modules=list(lora.target_modules), task_type="CAUSAL_LM"))
         elif reference:
             self.models["reference"] = self._frozen(AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype))
+        for role, path in (frozen_models or {}).items():  # more frozen roles an objective asks for (guidance, ...)
+            extra = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
+            if extra.get_output_embeddings().weight.shape[0] != model.get_output_embeddings().weight.shape[0]:
+                raise ValueError(f"the {role} model {path} has a vocabulary of {extra.config.vocab_size} tokens, the "
+                                 f"policy {model_path} of {model.config.vocab_size}: per-token statistics need the "
+                                 f"policy's tokenizer")
+            self.models[role] = self._frozen(extra)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=self._optimizer(model), config=self._ds_config(),
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
@@ -182,7 +190,12 @@ class PolicyEngine:
         return nullcontext()
 
     def _role(self, model: str) -> str:
-        return "policy" if model == "reference" and "reference" not in self.models else model
+        if model == "reference" and "reference" not in self.models:
+            return "policy"
+        if model not in self.models and model != "policy":
+            raise ValueError(f"no {model!r} model on this rank (loaded: {sorted(self.models)}); the objective "
+                             f"needs it but the rank was started without it")
+        return model
 
     @torch.no_grad()
     def stats(self, batch: dict, requests: list[Stat]) -> dict[str, torch.Tensor]:
@@ -193,10 +206,10 @@ class PolicyEngine:
         self.engine.module.eval()
         n, mb = batch["completion_ids"].shape[0], self.cfg.trainer.micro_batch_size
         out: dict[str, list] = {r.key: [] for r in requests}
-        passes: dict[tuple[str, float], list[Stat]] = {}
+        passes: dict[tuple[str, float, str | None], list[Stat]] = {}
         for r in requests:
             temp = self.cfg.rollout.temperature if r.temperature is None else r.temperature
-            passes.setdefault((r.model, temp), []).append(r)
+            passes.setdefault((r.model, temp, r.prompt), []).append(r)
         n_micro = math.ceil(n / mb)
         if self.zero3:  # every forward gathers parameters collectively: all ranks run as many
             n_micro = int(dist.all_reduce([float(n_micro)], "max")[0])
@@ -205,10 +218,12 @@ class PolicyEngine:
                 s = i * mb if i * mb < n else 0  # past this rank's rows: a throw-away forward of row 0
                 micro = {k: v[s : s + mb] for k, v in batch.items() if isinstance(v, torch.Tensor)}
                 keep = i * mb < n
-                for (model, temp), reqs in passes.items():
+                for (model, temp, prompt), reqs in passes.items():
                     role = self._role(model)
+                    inputs = micro if prompt is None else {  # the same completions after another prompt
+                        **micro, "prompt_ids": micro[f"{prompt}_ids"], "prompt_mask": micro[f"{prompt}_mask"]}
                     with self._model_ctx(model):
-                        h = self.hidden(role, micro)
+                        h = self.hidden(role, inputs)
                         want = {r.output for r in reqs}
                         logp = ent = None
                         if want & {"logp", "entropy"}:
@@ -239,10 +254,13 @@ class PolicyEngine:
                 last = done == n_micro
                 self._begin_micro_batch()
                 h = self.hidden("policy", mb)
-                with self.head_gathered("policy"):  # ZeRO-3: the chunked backward recomputes with the weight
+                heads = {m: self.head(self._role(m)) for m in ("policy", *objective.loss_heads)}
+                params = list({id(p): p for wb in heads.values() for p in wb if p is not None}.values())
+                with self.gathered(params):  # ZeRO-3: the chunked backward recomputes with the weight
                     logp, ent = self.token_logprobs("policy", h, mb["completion_ids"], objective.temperature,
                                                     with_entropy=objective.train_entropy)
-                    share, values, weight = objective.loss({"logp": logp, "entropy": ent, "hidden": h}, mb, norm)
+                    out = {"logp": logp, "entropy": ent, "hidden": h, "heads": heads}
+                    share, values, weight = objective.loss(out, mb, norm)
                     self.engine.set_gradient_accumulation_boundary(last)
                     # DeepSpeed averages gradients over ranks: multiply back so the global sum is exact.
                     self.engine.backward(share * self.world_size, scale_wrt_gas=False)

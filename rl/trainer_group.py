@@ -37,6 +37,12 @@ def shard_groups(group_id: torch.Tensor, parts: int) -> list[torch.Tensor]:
     return out
 
 
+def shard_pairs(num_pairs: int, parts: int) -> list[torch.Tensor]:
+    """Row indices per rank of an interleaved pair batch (rows 2i, 2i+1 = pair i): whole pairs, contiguous,
+    near-equal pair counts (rl/objectives/preference.py)."""
+    return [torch.arange(2 * s.start, 2 * s.stop) for s in split_rows(num_pairs, parts)]
+
+
 class TrainerGroup:
     def __init__(self, cfg: Config, model_path: str, total_optimizer_steps: int, placement=None) -> None:
         t = cfg.trainer
@@ -103,17 +109,40 @@ class TrainerGroup:
         rows = shard_groups(batch["group_id"], self.world)
         ntp_rows = split_rows(ntp["ntp_mask"].shape[0], self.world) if ntp is not None else [None] * self.world
         refs = []
-        for r, (actor, idx, nrows) in enumerate(zip(self.ranks, rows, ntp_rows)):
+        for actor, idx, nrows in zip(self.ranks, rows, ntp_rows):
             shard = _take(batch, idx) if idx.numel() else _dummy(batch)
             part = None if ntp is None else (_take(ntp, nrows) if nrows.stop > nrows.start else _dummy(ntp, "ntp_mask"))
             refs.append(actor.train_step.remote(shard, part, step, total_steps, inspect))
         results = self._get(refs, f"train_step {step + 1}")
         metrics = reduce_ranks([rec for rec, _ in results])
+        if metrics.get("batch/tokens"):
+            metrics["batch/loss_tokens_frac"] = metrics["batch/loss_tokens"] / metrics["batch/tokens"]
         payload = None
         if inspect:
             kept = [(p, idx) for (_, p), idx in zip(results, rows) if idx.numel()]
             payload = _merge_inspect(kept, batch["group_id"].shape[0])
         return metrics, payload
+
+    # ------------------------------------------------------------------ preference pairs (family: dpo)
+    def _pair_shards(self, batch: dict) -> list[tuple[dict, torch.Tensor]]:
+        rows = shard_pairs(batch["completion_ids"].shape[0] // 2, self.world)
+        return [(_take(batch, idx) if idx.numel() else _dummy_pair(batch), idx) for idx in rows]
+
+    def train_pairs(self, batch: dict, step: int) -> dict[str, float]:
+        """One optimizer step over interleaved pairs, each rank on its whole pairs: reduced metrics."""
+        refs = [actor.train_pairs.remote(shard, step) for actor, (shard, _) in zip(self.ranks, self._pair_shards(batch))]
+        return reduce_ranks(self._get(refs, f"train_pairs {step + 1}"))
+
+    def eval_pairs(self, batch: dict) -> dict[str, float]:
+        refs = [actor.eval_pairs.remote(shard) for actor, (shard, _) in zip(self.ranks, self._pair_shards(batch))]
+        return reduce_ranks(self._get(refs, "eval_pairs"))
+
+    def reference_logp(self, batch: dict) -> torch.Tensor:
+        """log pi_ref at every completion token of an interleaved pair batch, in its row order [2B, T]."""
+        shards = self._pair_shards(batch)
+        refs = [actor.reference_logp.remote(shard) for actor, (shard, _) in zip(self.ranks, shards)]
+        out = self._get(refs, "reference_logp")
+        return torch.cat([o for o, (_, idx) in zip(out, shards) if idx.numel()])
 
     def token_entropy(self, batch: dict, reference: bool) -> torch.Tensor:
         n = batch["completion_ids"].shape[0]
@@ -158,6 +187,13 @@ def _dummy(batch: dict, mask_key: str = "token_mask") -> dict:
     """One row that enters no loss: a rank without rows still steps in lockstep with the others."""
     out = _take(batch, slice(0, 1))
     out[mask_key] = torch.zeros_like(out["completion_mask"]).float()
+    return out
+
+
+def _dummy_pair(batch: dict) -> dict:
+    """One pair (two rows) that enters no loss, for a rank without pairs."""
+    out = _take(batch, slice(0, 2))
+    out["loss_mask"] = torch.zeros_like(out["completion_mask"]).float()
     return out
 
 

@@ -43,16 +43,18 @@ def split_rows(n: int, parts: int) -> list[slice]:
     return out
 
 
-def micro_batches(batch: dict, parts: int, mask_key: str, template: dict) -> list[dict]:
-    """``batch``'s rows in ``parts`` micro-batches; an empty part is a copy of ``template``'s first
-    row with ``mask_key`` zeroed (it keeps this rank in step with the others and adds nothing)."""
+def micro_batches(batch: dict, parts: int, mask_key: str, template: dict, unit_rows: int = 1) -> list[dict]:
+    """``batch``'s rows in ``parts`` micro-batches of whole units (``unit_rows`` adjacent rows: 2 for a
+    pair); an empty part is a copy of ``template``'s first unit with ``mask_key`` zeroed (it keeps this
+    rank in step with the others and adds nothing)."""
     n = batch[mask_key].shape[0]
     out = []
-    for s in split_rows(n, parts):
+    for u in split_rows(n // unit_rows, parts):
+        s = slice(u.start * unit_rows, u.stop * unit_rows)
         if s.stop > s.start:
             out.append({k: v[s] for k, v in batch.items()})
         else:
-            dummy = {k: v[:1] for k, v in template.items()}
+            dummy = {k: v[:unit_rows] for k, v in template.items()}
             dummy[mask_key] = torch.zeros_like(dummy[mask_key])
             out.append(dummy)
     return out
@@ -91,6 +93,14 @@ class TrainerRank:
         from rl.objectives.ntp import NTPObjective
 
         a = self.cfg.algorithm
+        if self.cfg.family == "dpo":  # the DPO family: one preference objective (rl/objectives/preference.py)
+            from rl.objectives.preference import PreferenceObjective
+
+            self.pref = PreferenceObjective(self.cfg.preference)
+            self.engine = PolicyEngine(self.cfg, self.model_path, self.rank, self.world, master_addr, master_port,
+                                       self.total_optimizer_steps, reference=True,
+                                       frozen_models=self.pref.frozen_models(self.cfg.dpo.guidance_model))
+            return self.identity()
         reference = a.kl.coef > 0 or (a.rmt.enable and a.rmt.entropy_model == "reference")
         self.engine = PolicyEngine(self.cfg, self.model_path, self.rank, self.world, master_addr, master_port,
                                    self.total_optimizer_steps, reference=reference)
@@ -168,7 +178,8 @@ class TrainerRank:
         local_counts, local_micro = [], []
         for obj, batch, _ in parts:
             local_counts += obj.norm_counts(batch)
-            local_micro.append(float(math.ceil(batch[obj.mask_key].shape[0] / mbs)))
+            r = obj.rows_per_unit  # micro-batches of whole units, at most trainer.micro_batch_size rows (>= 1 unit)
+            local_micro.append(float(math.ceil(batch[obj.mask_key].shape[0] // r / max(mbs // r, 1))))
         counts = dist.all_reduce(local_counts, "sum")
         n_micro = dist.all_reduce(local_micro, "max")
         planned, i = [], 0
@@ -176,7 +187,8 @@ class TrainerRank:
             k = len(obj.norm_counts(batch))
             norm, i = counts[i : i + k], i + k
             if norm[0] > 0:
-                planned.append((obj, micro_batches(batch, max(int(micro), 1), obj.mask_key, template), norm))
+                planned.append((obj, micro_batches(batch, max(int(micro), 1), obj.mask_key, template,
+                                                   obj.rows_per_unit), norm))
         return planned
 
     def _inspect(self, exp: Experience) -> dict:
@@ -187,6 +199,47 @@ class TrainerRank:
         return {"advantages": cpu(exp.advantages), "token_mask": cpu(exp.loss_mask()),
                 "token_weight": cpu(exp.token_weight), "entropy": cpu(exp.entropy),
                 "extras": {k: cpu(v) for k, v in exp.extras.items() if isinstance(v, torch.Tensor)}}
+
+    # ------------------------------------------------------------------ preference pairs (family: dpo)
+    def train_pairs(self, shard: dict, step: int) -> dict:
+        """One optimizer step on this rank's whole pairs (interleaved rows, rl/objectives/preference.py):
+        the no-grad statistics the loss needs, then the update with the global pair count as normaliser."""
+        timer, m, eng = Timer(), RankMetrics(), self.engine
+        batch = {k: v.to(eng.device) for k, v in shard.items()}
+        with timer("ref_pass"):
+            self.pref.prepare(eng, batch)
+        m.sum("batch/pairs", self.pref.norm_counts(batch)[0])
+        m.sum("batch/tokens", float(batch["loss_mask"].sum()))
+        with timer("update"):
+            planned = self._plan([(self.pref, batch, batch)])
+            if planned:
+                grad_norm, shares = eng.train_step(planned, m)
+                m.sum("train/loss", shares.get(self.pref.prefix, 0.0))
+                m.max("train/grad_norm", grad_norm)
+            else:  # no pair on any rank: the LR schedule still advances
+                eng.skip_step()
+        m.max("train/optimizer_steps", float(bool(planned)))
+        m.max("train/skipped_optimizer_steps", float(not planned))
+        m.max("train/lr", eng.lr)
+        for k, v in timer.pop().items():
+            m.max(k, v)
+        return m.export()
+
+    def eval_pairs(self, shard: dict) -> dict:
+        """Held-out pairs' implicit-reward metrics (no update); a record weighted by pair count."""
+        m = RankMetrics()
+        values, pairs = self.pref.evaluate(self.engine, {k: v.to(self.engine.device) for k, v in shard.items()})
+        if pairs:
+            m.update_means(values, pairs)
+        m.sum("eval/pairs", pairs)
+        return m.export()
+
+    def reference_logp(self, shard: dict) -> torch.Tensor:
+        """log pi_ref at every completion token of ``shard`` (temperature 1): [rows, T] on the CPU."""
+        from rl.objectives.base import Stat
+
+        batch = {k: v.to(self.engine.device) for k, v in shard.items()}
+        return self.engine.stats(batch, [Stat("ref_logp", "reference", "logp", temperature=1.0)])["ref_logp"].cpu()
 
     # ------------------------------------------------------------------ other calls
     def token_entropy(self, batch: dict, reference: bool) -> torch.Tensor:

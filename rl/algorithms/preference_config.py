@@ -12,6 +12,13 @@ from rl.fields import help_field
 
 _h = help_field
 
+# T-REG's contrastive prompts (arXiv 2412.02685 §3; the paper's exact wording is not public, spec §5):
+# the same response is scored by the reference under both, aligned by response-token offset.
+TREG_BETTER = ("Write a response to the request below that is helpful, correct, coherent and concise.\n\n"
+               "{prompt}")
+TREG_WORSE = ("Write a response to the request below that is unhelpful, incorrect, incoherent and verbose.\n\n"
+              "{prompt}")
+
 # The registered names (rl/algorithms/preference.py); a test keeps the two in step.
 PREFERENCE_LOSS_NAMES = ("dpo", "ipo", "tdpo1", "tdpo2", "tgdpo", "cdpo", "treg")
 
@@ -40,6 +47,9 @@ class PreferenceConfig:
                                  "{0.1, 0.25, 0.5}; spec Q7)")
     treg_token_reduction: str = _h("sum", "T-REG: L_REG summed over tokens ('sum', spec Q7) | 'mean'")
     treg_detach_weight: bool = _h(True, "T-REG: sequence weight w = s(r_l - r_w) is a constant (spec Q7)")
+    treg_better_template: str = _h(TREG_BETTER, "T-REG: the 'better' revision prompt; {prompt} stands for the "
+                                                "pair's prompt tokens (templates unpublished, spec §5)")
+    treg_worse_template: str = _h(TREG_WORSE, "T-REG: the 'worse' revision prompt; {prompt} as above")
     chunk_tokens: int = _h(1024, "TDPO KL / cDPO p_CE: tokens per chunk of the full-vocabulary passes")
 
     def __post_init__(self) -> None:
@@ -66,5 +76,9 @@ class PreferenceConfig:
         if self.treg_token_reduction not in ("sum", "mean"):
             raise ValueError(f"{prefix}.treg_token_reduction: {self.treg_token_reduction!r} is not one of "
                              "['sum', 'mean']")
+        for name in ("treg_better_template", "treg_worse_template"):
+            if getattr(self, name).count("{prompt}") != 1:
+                raise ValueError(f"{prefix}.{name}: must contain '{{prompt}}' exactly once (where the pair's "
+                                 "prompt goes)")
         if self.chunk_tokens < 1:
             raise ValueError(f"{prefix}.chunk_tokens: {self.chunk_tokens} must be >= 1")
