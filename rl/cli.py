@@ -1,6 +1,8 @@
-"""``tokencredit`` command line: train, recipes, prepare-model, inspect.
+"""``tokencredit`` command line: train, build-pairs, recipes, prepare-model, inspect.
 
     tokencredit train recipes/quickstart.yaml trainer.lr=1e-6 algorithm.credit=[d3s]
+    tokencredit train dpo preference.loss=tgdpo dpo.guidance_model=runs/dpo/hf_model
+    tokencredit build-pairs quickstart --out pairs.jsonl --n 8 --limit 200 [--rule cdpo --write-sft]
     tokencredit recipes
     tokencredit prepare-model smollm2-135m
     tokencredit inspect runs/quickstart --step 10
@@ -53,10 +55,52 @@ def cmd_train(args) -> int:
 
         print(to_yaml(cfg))
         return 0
-    from rl.loops.grpo import train
+    if cfg.family == "dpo":  # offline pairs (rl/loops/dpo.py) or sampled each step (rl/loops/online_dpo.py)
+        from rl.loops import dpo, online_dpo
+
+        train = online_dpo.train if cfg.dpo.mode == "online" else dpo.train
+    else:
+        from rl.loops.grpo import train
 
     run_dir = train(cfg, str(recipe))
     print(f"[tokencredit] done: {run_dir} (metrics.jsonl, report.png, checkpoints/, hf_model/)")
+    return 0
+
+
+def cmd_build_pairs(args) -> int:
+    """Sample the recipe's model on its data: prompts, score, pair, write jsonl (rl/pair_source.py)."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from rewards import RewardScorer
+    from rl.config import load_config
+    from rl.models import resolve_model
+    from rl.pair_source import make_pairs
+    from rl.placement import Placement
+    from rl.setup import init_ray, make_pool
+
+    recipe = find_recipe(args.recipe)
+    cfg = load_config(recipe, args.overrides)
+    if not cfg.rewards.functions:
+        from rl.config import ConfigError
+
+        raise ConfigError(f"{recipe}: rewards.functions: build-pairs scores samples; name a reward function")
+    model_path = resolve_model(cfg.model.name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    scorer = RewardScorer([{"name": f.name, "weight": f.weight, "kwargs": dict(f.kwargs)} for f in cfg.rewards.functions],
+                          on_error=cfg.rewards.on_error, timeout_s=cfg.rewards.timeout_s,
+                          base_dir=str(Path(recipe).resolve().parent))
+    init_ray(cfg)
+    pool = make_pool(cfg, model_path, Placement(None, 1, 1))
+    try:
+        stats = make_pairs(cfg, pool, scorer, tokenizer, args.out, split=args.split, limit=args.limit, rule=args.rule,
+                           seed=args.seed, n=args.n, write_sft=args.write_sft, batch_prompts=args.batch_prompts)
+    finally:
+        pool.shutdown()
+    print(json.dumps(stats, indent=1, default=str))
+    print(f"[tokencredit] wrote {stats['pairs']} pairs to {args.out}; train on them with "
+          f"preference_data.source={args.out}")
     return 0
 
 
@@ -111,6 +155,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.lr=1e-6 algorithm.credit=[d3s]")
     t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     t.set_defaults(fn=cmd_train)
+    b = sub.add_parser("build-pairs", help="preference pairs from a model's own samples: sample rollout.n per "
+                       "prompt of data.*, score with rewards.*, pair correct vs incorrect (rl/pair_source.py)")
+    b.add_argument("recipe", help="a recipe (model, data, rollout, rewards, eval.accuracy_reward)")
+    b.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rollout.temperature=0.7 data.task.num_train=500")
+    b.add_argument("--out", required=True, help="output .jsonl (read it with preference_data.source=OUT)")
+    b.add_argument("--rule", choices=["default", "cdpo"], default=None,
+                   help="default: a correct vs an incorrect sample; cdpo: most frequent correct vs incorrect answer "
+                        "(arXiv 2411.19943); default: the recipe's dpo.pair_rule")
+    b.add_argument("--seed", type=int, default=None, help="sampling / pairing seed (default: dpo.build_seed)")
+    b.add_argument("--n", type=int, default=None, help="samples per prompt (default: rollout.n)")
+    b.add_argument("--limit", type=int, default=None, help="use the first N prompts of the split")
+    b.add_argument("--split", default=None, help="prompt split (default: data.train_split)")
+    b.add_argument("--write-sft", action="store_true", help="cdpo rule: also write cDPO's SFT sets "
+                   "(OUT.sft_pos.jsonl / OUT.sft_neg.jsonl)")
+    b.add_argument("--batch-prompts", type=int, default=64, help="prompts per generate call")
+    b.set_defaults(fn=cmd_build_pairs)
     sub.add_parser("recipes", help="list the shipped recipes").set_defaults(fn=cmd_recipes)
     m = sub.add_parser("prepare-model", help="convert a bundled model to an HF folder in the cache (once)")
     m.add_argument("name", nargs="?", default="smollm2-135m")

@@ -5,7 +5,8 @@ A recipe trains the DPO family when ``family: dpo``. The three sections it reads
 * ``preference:`` (rl/algorithms/preference_config.py ``PreferenceConfig``): the loss and its options;
 * ``preference_data:`` (rl/preference_data_config.py ``PreferenceDataConfig``): where offline pairs come
   from; ``source: builtin:self`` makes them from the policy's own samples on the ``data:`` prompts
-  (sampled with ``rollout:``, scored with ``rewards:``, paired by ``dpo.pair_rule``; cached, rl/pair_source.py);
+  (sampled with ``rollout:``, scored with ``rewards:``, paired by ``dpo.pair_rule``; cached, rl/pair_source.py),
+  ``builtin:critical`` runs `tokencredit critical-tokens` on them (cDPO pairs + p_CE columns, cached);
 * ``dpo:`` (this file): offline or online, batch, epochs, the reference pass, the guidance model.
 
 ``validate_dpo`` runs from rl/config.py's ``validate``; every message names the key(s) it is about.
@@ -24,7 +25,9 @@ FAMILIES = ("grpo", "dpo")
 MODES = ("offline", "online")
 REFERENCE_LOGP = ("on_the_fly", "precompute")
 PAIR_RULES = ("default", "cdpo")  # rl/pairs.py RULES (a test keeps them in step)
-BUILTIN_SELF = "builtin:self"
+BUILTIN_SELF = "builtin:self"  # pairs from the model's own samples on data: (rl/pair_source.py)
+BUILTIN_CRITICAL = "builtin:critical"  # the same + cDPO's p_CE columns (rl/critical_tokens.py)
+BUILTIN_PAIRS = (BUILTIN_SELF, BUILTIN_CRITICAL)
 
 
 @dataclass
@@ -59,7 +62,7 @@ def online(cfg) -> bool:
 def needs_rollout(cfg) -> bool:
     """Whether a DPO run needs rollout workers (and reward functions)."""
     d = cfg.dpo
-    return d.mode == "online" or d.eval_generation or cfg.preference_data.source == BUILTIN_SELF
+    return d.mode == "online" or d.eval_generation or cfg.preference_data.source in BUILTIN_PAIRS
 
 
 def validate_dpo(cfg, source: str, fail) -> None:
@@ -100,9 +103,18 @@ def validate_dpo(cfg, source: str, fail) -> None:
         if not pd.source:
             raise fail(source, "preference_data.source", "empty: name a pairs file/folder, a hub dataset, or "
                        f"{BUILTIN_SELF!r} (pairs from the model's own samples on data.source)")
-        if pd.source.startswith("builtin:") and pd.source != BUILTIN_SELF:
-            raise fail(source, "preference_data.source", f"{pd.source!r}: the only built-in pair source is "
-                       f"{BUILTIN_SELF!r} (pairs from the model's own samples on the data: prompts)")
+        if pd.source.startswith("builtin:") and pd.source not in BUILTIN_PAIRS:
+            raise fail(source, "preference_data.source", f"{pd.source!r}: the built-in pair sources are "
+                       f"{list(BUILTIN_PAIRS)} (pairs from the model's own samples on the data: prompts; the "
+                       "second with cDPO's p_CE columns)")
+        if pd.source == BUILTIN_CRITICAL and p.loss != "cdpo" and (pd.chosen_weight_field or pd.rejected_weight_field):
+            raise fail(source, "preference_data.rejected_weight_field", f"the weight columns of {BUILTIN_CRITICAL} "
+                       f"are cDPO's p_CE, read by preference.loss=cdpo; with preference.loss={p.loss} they would "
+                       "multiply the token weights: clear preference_data.*_weight_field")
+        if pd.holdout_fraction > 0 and not pd.test_split:
+            raise fail(source, "preference_data.test_split", f"'' with preference_data.holdout_fraction="
+                       f"{pd.holdout_fraction}: name the held-out split (e.g. test; held out only when the source "
+                       "has no such split)")
         if p.loss == "cdpo":
             if not pd.rejected_weight_field:
                 raise fail(source, "preference_data.rejected_weight_field",
@@ -113,7 +125,7 @@ def validate_dpo(cfg, source: str, fail) -> None:
                            "preference.cdpo_only_neg=false weights chosen tokens by p_CE: set this column too")
     if needs_rollout(cfg) and not cfg.rewards.functions:
         what = "online DPO" if d.mode == "online" else (
-            f"preference_data.source={BUILTIN_SELF}" if pd.source == BUILTIN_SELF else "dpo.eval_generation")
+            f"preference_data.source={pd.source}" if pd.source in BUILTIN_PAIRS else "dpo.eval_generation")
         raise fail(source, "rewards.functions", f"{what} scores samples: at least one reward function is required")
     if cfg.algorithm.kl.coef > 0 or cfg.algorithm.credit:
         raise fail(source, "algorithm.kl.coef" if cfg.algorithm.kl.coef > 0 else "algorithm.credit",

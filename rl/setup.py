@@ -66,7 +66,6 @@ def build_components(cfg: Config, recipe_path: str | None) -> Components:
     from rl.placement import make_placement
     from rl.sampler import PromptSampler
     from rl.trainer_group import TrainerGroup
-    from rollout.pool import RolloutPool
 
     run_dir = make_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -93,15 +92,9 @@ def build_components(cfg: Config, recipe_path: str | None) -> Components:
     total_opt_steps = cfg.trainer.steps * a.epochs * a.mini_batches
     placement = make_placement(cfg, cfg.cluster.timeout_s)
     trainers = pool = None
-    r = cfg.rollout
     try:
         trainers = TrainerGroup(cfg, model_path, total_opt_steps, placement)
-        pool = RolloutPool(model_path, num_workers=r.num_workers, backend=r.backend, dtype=cfg.model.dtype,
-                           max_model_len=r.max_model_len, memory_fraction=r.memory_fraction, seed=r.seed,
-                           num_cpus_per_worker=r.num_cpus_per_worker, num_gpus_per_worker=r.num_gpus_per_worker,
-                           sync_backend=r.sync_backend, sync_bucket_mb=r.sync_bucket_mb,
-                           sync_timeout_s=r.sync_timeout_s, generate_timeout_s=r.generate_timeout_s,
-                           start_timeout_s=r.start_timeout_s, placement=placement.worker)
+        pool = make_pool(cfg, model_path, placement)
         trainers.attach_rollout(pool.sync_target())  # weights go rank 0 -> workers, not through here
     except BaseException:
         for part in (trainers, pool):
@@ -111,6 +104,19 @@ def build_components(cfg: Config, recipe_path: str | None) -> Components:
         raise
     return Components(run_dir, model_path, tokenizer, pad_id, train_set, test_set, scorer, sampler, trainers, pool,
                       midtrain, placement)
+
+
+def make_pool(cfg: Config, model_path: str, placement):
+    """The rollout workers of ``rollout.*`` (vLLM or HF engines as Ray actors) in ``placement``."""
+    from rollout.pool import RolloutPool
+
+    r = cfg.rollout
+    return RolloutPool(model_path, num_workers=r.num_workers, backend=r.backend, dtype=cfg.model.dtype,
+                       max_model_len=r.max_model_len, memory_fraction=r.memory_fraction, seed=r.seed,
+                       num_cpus_per_worker=r.num_cpus_per_worker, num_gpus_per_worker=r.num_gpus_per_worker,
+                       sync_backend=r.sync_backend, sync_bucket_mb=r.sync_bucket_mb,
+                       sync_timeout_s=r.sync_timeout_s, generate_timeout_s=r.generate_timeout_s,
+                       start_timeout_s=r.start_timeout_s, placement=placement.worker)
 
 
 def _midtraining(cfg: Config, tokenizer, pad_id: int):

@@ -135,7 +135,9 @@ def write_report(run_dir: Path, title: str) -> Path | None:
     if not rows:
         return None
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    panels = [("reward", ["reward/total/mean"]), ("accuracy", ["train/accuracy", "eval/greedy_acc", "eval/pass_at_k"]),
+    panels = [("reward", ["reward/total/mean", "train/reward_margin", "eval/reward_margin"]),  # DPO: implicit rewards
+              ("accuracy", ["train/accuracy", "eval/greedy_acc", "eval/pass_at_k", "train/reward_accuracy",
+                            "eval/reward_accuracy"]),
               ("seconds", ["timing/step", "timing/generation", "timing/update"])]
     for ax, (name, keys) in zip(axes, panels):
         for k in keys:

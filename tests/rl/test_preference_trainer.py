@@ -153,6 +153,9 @@ def test_pair_batcher_rows_eos_and_treg_prompts(tiny_model_dir):
     ({"dpo.mode": "sometimes"}, "dpo.mode"),
     ({"algorithm.kl.coef": 0.1}, "algorithm.kl.coef"),
     ({"preference.treg_better_template": "no placeholder"}, "preference.treg_better_template"),
+    ({"preference_data.holdout_fraction": 0.1}, "preference_data.test_split"),
+    ({"preference_data.source": "builtin:critical", "preference_data.rejected_weight_field": "w"},
+     "preference_data.rejected_weight_field"),
 ])
 def test_contradictory_settings_name_their_key(over, key):
     base = {"family": "dpo", "preference_data.source": "pairs.jsonl"}
@@ -166,6 +169,13 @@ def test_offline_dpo_needs_no_reward_function():
     assert cfg.rewards.functions == []
     with pytest.raises(ConfigError, match=r"rewards\.functions"):
         load_config(None, ["family=dpo", "preference_data.source=builtin:self"])
+
+
+@pytest.mark.parametrize("name", ["dpo", "ipo", "tdpo", "tgdpo", "treg", "cdpo", "online_dpo"])
+def test_shipped_dpo_recipes_load(name):
+    cfg = load_config(REPO / "recipes" / f"{name}.yaml")
+    assert cfg.family == "dpo" and cfg.model.name_or_path == "smollm2-135m"
+    assert cfg.dpo.mode == ("online" if name == "online_dpo" else "offline")
 
 
 def test_pair_rules_match_rl_pairs():
