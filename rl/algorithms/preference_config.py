@@ -47,6 +47,8 @@ class PreferenceConfig:
                                  "{0.1, 0.25, 0.5}; spec Q7)")
     treg_token_reduction: str = _h("sum", "T-REG: L_REG summed over tokens ('sum', spec Q7) | 'mean'")
     treg_detach_weight: bool = _h(True, "T-REG: sequence weight w = s(r_l - r_w) is a constant (spec Q7)")
+    treg_evaluator: str = _h("reference", "T-REG: the model scoring the response under both prompts: 'reference' "
+                                          "(frozen, spec Q7) | 'policy' (the current policy, no grad)")
     treg_better_template: str = _h(TREG_BETTER, "T-REG: the 'better' revision prompt; {prompt} stands for the "
                                                 "pair's prompt tokens (templates unpublished, spec §5)")
     treg_worse_template: str = _h(TREG_WORSE, "T-REG: the 'worse' revision prompt; {prompt} as above")
@@ -76,6 +78,9 @@ class PreferenceConfig:
         if self.treg_token_reduction not in ("sum", "mean"):
             raise ValueError(f"{prefix}.treg_token_reduction: {self.treg_token_reduction!r} is not one of "
                              "['sum', 'mean']")
+        if self.treg_evaluator not in ("reference", "policy"):
+            raise ValueError(f"{prefix}.treg_evaluator: {self.treg_evaluator!r} is not one of "
+                             "['reference', 'policy']")
         for name in ("treg_better_template", "treg_worse_template"):
             if getattr(self, name).count("{prompt}") != 1:
                 raise ValueError(f"{prefix}.{name}: must contain '{{prompt}}' exactly once (where the pair's "

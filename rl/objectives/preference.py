@@ -23,9 +23,10 @@ tokens, i.e. aligned by response-token offset:
 * tdpo1/tdpo2: ``ref_hidden`` (the reference's last hidden states); the loss streams
   KL_t(pi_ref || pi_theta) over the full vocabulary from both hidden states and both output heads
   (rl/algorithms/token_kl.py), with the policy head from the engine (``loss_heads``; gathered under ZeRO-3);
-* treg: the reference's log-probs of the same response tokens after the ``better`` and ``worse`` revision
-  prompts (``preference.treg_*_template``, built by ``PairBatcher`` from the pair's prompt tokens), turned into
-  r_hat_t = s(better - worse) - 0.5 (rl/credit/treg.py);
+* treg: pi_eval's log-probs of the same response tokens after the ``better`` and ``worse`` revision prompts
+  (``preference.treg_*_template``, built by ``PairBatcher`` from the pair's prompt tokens), turned into
+  r_hat_t = s(better - worse) - 0.5 (rl/credit/treg.py); pi_eval = ``preference.treg_evaluator``: the frozen
+  reference (default, spec Q7) or the current policy (no grad, recomputed every step);
 * cdpo: p_CE is the pair data's per-token weight column (``preference_data.rejected_weight_field``; 1 where
   a side has no column), EOS located from the token ids (``eos_mask``).
 Any other loss multiplies its weights by the data's weight columns when they are set (``x.weight``).
@@ -185,9 +186,10 @@ class PreferenceObjective(Objective):
             req.append(Stat("guidance_logp", "guidance", "logp", temperature=1.0))
         if self.name in TDPO:
             req.append(Stat("ref_hidden", "reference", "hidden"))
-        if self.name == "treg":
-            req += [Stat("better_logp", "reference", "logp", temperature=1.0, prompt="better"),
-                    Stat("worse_logp", "reference", "logp", temperature=1.0, prompt="worse")]
+        if self.name == "treg":  # pi_eval: the frozen reference (spec Q7) or the current policy
+            ev = self.cfg.treg_evaluator
+            req += [Stat("better_logp", ev, "logp", temperature=1.0, prompt="better"),
+                    Stat("worse_logp", ev, "logp", temperature=1.0, prompt="worse")]
         return req
 
     def prepare(self, engine, batch: dict) -> None:

@@ -119,6 +119,7 @@ def test_stat_requests_follow_the_loss():
     assert keys("tdpo2")[1] == ("ref_hidden", "reference", "hidden", None)
     assert keys("treg")[1:] == [("better_logp", "reference", "logp", "better"),
                                 ("worse_logp", "reference", "logp", "worse")]
+    assert keys("treg", **{"preference.treg_evaluator": "policy"})[1][1] == "policy"
     assert PreferenceObjective(cfg_for("tdpo1").preference).loss_heads == ("reference",)
 
 
@@ -154,6 +155,7 @@ def test_pair_batcher_rows_eos_and_treg_prompts(tiny_model_dir):
     ({"algorithm.kl.coef": 0.1}, "algorithm.kl.coef"),
     ({"preference.treg_better_template": "no placeholder"}, "preference.treg_better_template"),
     ({"preference_data.holdout_fraction": 0.1}, "preference_data.test_split"),
+    ({"preference.treg_evaluator": "judge"}, "preference.treg_evaluator"),
     ({"preference_data.source": "builtin:critical", "preference_data.rejected_weight_field": "w"},
      "preference_data.rejected_weight_field"),
 ])
@@ -388,3 +390,70 @@ def test_tdpo2_zero3_equals_zero0_and_independent_adam(tiny_model_dir, ray_local
     assert m0["train/tdpo_seq_kl_chosen"] > 0 and m0["train/tdpo_seq_kl_rejected"] > 0
     want = expected_weights(tiny_model_dir, rows, cfg.preference, tok, 2)
     assert_weights(z0, want, load_file(f"{tiny_model_dir}/model.safetensors"))
+
+
+def test_lora_reference_is_the_base_with_adapters_off(tiny_model_dir, tok):
+    """Under LoRA no reference copy is loaded: reference statistics (log-probs, TDPO's hidden states and head)
+    come from the policy with its adapters disabled, and stay put while the adapters train."""
+    from rl.engine import PolicyEngine
+    from rl.metrics import RankMetrics
+    from rl.objectives.base import Stat
+
+    cfg = cfg_for("tdpo2", **{"model.lora.rank": 4, "trainer.lr": 1e-2, "trainer.adam_eps": 1e-8})
+    eng = PolicyEngine(cfg, tiny_model_dir, 0, 1, "127.0.0.1", 29483, 10, reference=True)
+    assert "reference" not in eng.models
+    obj = PreferenceObjective(cfg.preference)
+    b = train_batch(make_pairs(), tok, cfg.preference)
+    m = b["loss_mask"].bool()
+
+    def prepared():
+        out = dict(b)
+        obj.prepare(eng, out)
+        return out
+
+    first = prepared()
+    policy = eng.stats(b, [Stat("p", "policy", "logp", temperature=1.0)])["p"]
+    torch.testing.assert_close(first["ref_logp"][m], policy[m])  # LoRA B starts at 0: pi = pi_ref
+    metrics = RankMetrics()
+    for _ in range(2):
+        mb = prepared()
+        eng.train_step([(obj, [mb], obj.norm_counts(mb))], metrics)
+    again = prepared()
+    torch.testing.assert_close(again["ref_logp"], first["ref_logp"])  # the reference did not move
+    torch.testing.assert_close(again["ref_hidden"], first["ref_hidden"])
+    moved = eng.stats(b, [Stat("p", "policy", "logp", temperature=1.0)])["p"]
+    assert (moved[m] - policy[m]).abs().max() > 1e-4  # the adapters trained
+    assert metrics.export()["train/tdpo_seq_kl_rejected"][1] > 0  # second step: pi != pi_ref
+
+
+def test_build_pairs_cli_plumbs_recipe_and_arguments(tmp_path, tiny_model_dir, monkeypatch):
+    """`tokencredit build-pairs RECIPE overrides --out --n --limit --seed --rule` with a stand-in rollout pool."""
+    import json
+
+    import rl.setup
+    from rl.cli import main
+    from rollout.types import Completion
+
+    class Pool:
+        calls: list = []
+
+        def generate(self, prompt_ids, sampling):
+            self.calls.append(sampling)
+            return [[Completion(i, [5, EOS], None, "ab" if k % 2 == 0 else "abc", "stop") for k in range(sampling.n)]
+                    for i in range(len(prompt_ids))]
+
+        def shutdown(self):
+            pass
+
+    pool = Pool()
+    monkeypatch.setattr(rl.setup, "make_pool", lambda cfg, path, placement: pool)
+    monkeypatch.setattr(rl.setup, "init_ray", lambda cfg: None)
+    reward = REPO / "tests" / "e2e" / "pair_rewards.py"
+    out = tmp_path / "p.jsonl"
+    assert main(["build-pairs", "smoke", f"model.name_or_path={tiny_model_dir}",
+                 f"rewards.functions=[{{name: '{reward}:even_length'}}]", "--out", str(out), "--n", "3",
+                 "--limit", "5", "--seed", "4", "--rule", "default"]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 5 and pool.calls[0].n == 3
+    assert all(r["chosen"] == "ab" and r["rejected"] == "abc" and r["seed"] == 4 and r["rule"] == "default"
+               for r in rows)
