@@ -697,7 +697,7 @@ def run_critical_tokens(cfg, ct: CriticalTokensConfig, out_dir: str | Path, *, r
             stats = _score(out, ct, tok, pad_id, pairs)
             st.done("score", fps["score"], ["sample", "sft_pos", "sft_neg"], ["weighted_pairs.jsonl"], stats)
             print(f"[tokencredit] wrote {out / 'weighted_pairs.jsonl'}: {stats['pairs']} pairs; mean p_CE chosen "
-                  f"{stats['mean_pce_chosen']:.3f}, rejected {stats['mean_pce_rejected']:.3f}; read it with "
+                  f"{stats['mean_pce_chosen']:.3g}, rejected {stats['mean_pce_rejected']:.3g}; read it with "
                   f"chosen_weight_field=chosen_weight rejected_weight_field=rejected_weight", flush=True)
     return {"ran": st.ran, "stats": st.stats, "out": out}
 
@@ -714,8 +714,13 @@ def _score(out: Path, ct: CriticalTokensConfig, tok, pad_id: int, pairs: Path) -
     neg = AutoModelForCausalLM.from_pretrained(out / "neg_model", dtype=torch.float32).to(dev)
     scores = score_pairs(pos, neg, ps.rows, pad_id, ct.beta_ce, ct.score_batch, ct.chunk_tokens, DTYPES[ct.score_dtype])
     n = write_weighted_pairs(pairs, ps.rows, scores, out / "weighted_pairs.jsonl")
-    flat_c = [x for c, _ in scores for x in c[:-1]]  # without EOS
-    flat_r = [x for _, r in scores for x in r[:-1]]
+    eos = tok.eos_token_id
+
+    def body(values, ids):  # without the EOS slot
+        return values[:-1] if ids and ids[-1] == eos else values
+
+    flat_c = [x for row, (c, _) in zip(ps.rows, scores) for x in body(c, row.chosen_ids)]
+    flat_r = [x for row, (_, r) in zip(ps.rows, scores) for x in body(r, row.rejected_ids)]
 
     def mean(xs):
         return sum(xs) / len(xs) if xs else float("nan")

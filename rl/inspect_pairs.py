@@ -41,6 +41,16 @@ def _is_adapter(path: str) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
 
+def _tokenizer_of(policy: str | None) -> str | None:
+    if not policy:
+        return None
+    if (Path(policy) / "tokenizer_config.json").is_file():
+        return policy
+    if _is_adapter(policy):
+        return json.loads((Path(policy) / "adapter_config.json").read_text())["base_model_name_or_path"]
+    return None
+
+
 def load_policy_and_ref(policy: str, ref: str | None, device: str = "auto"):
     """(pi, pi_ref), fp32, eval mode. ``policy``: an HF folder or a peft adapter folder."""
     from transformers import AutoModelForCausalLM
@@ -145,9 +155,9 @@ def write_pairs_page(pairs: str | Path, out: str | Path | None = None, *, policy
     if not policy and not (cw or rw):
         raise ValueError(f"{src}: nothing to show: no weight columns ({chosen_weight_field!r}, "
                          f"{rejected_weight_field!r}) and no --policy for r_hat")
-    ref = ref or run.get("model_path")
-    tok_path = tokenizer or (policy if policy and (Path(policy) / "tokenizer_config.json").is_file() else None) \
-        or ref or run.get("model_path")
+    if not ref and not (policy and _is_adapter(policy)):  # an adapter's reference is its base, adapters off
+        ref = run.get("model_path")
+    tok_path = tokenizer or _tokenizer_of(policy) or ref or run.get("model_path")
     if not tok_path:
         raise ValueError("name the tokenizer the pairs were scored with (--tokenizer)")
     tok = AutoTokenizer.from_pretrained(resolve_model(tok_path))

@@ -270,3 +270,12 @@ def test_pipeline_leaves_no_finished_marker_for_a_failed_stage(tmp_path, tok, ti
     monkeypatch.undo()
     assert m.run_critical_tokens(cfg, ct, tmp_path / "ct", pool_factory=factory)["ran"] == ["sft_pos", "sft_neg",
                                                                                             "score"]
+
+
+def test_cli_print_config(capsys):
+    from rl.cli import main
+
+    assert main(["critical-tokens", "smoke", "critical_tokens.n=5", "--out", "unused", "--print-config"]) == 0
+    text = capsys.readouterr().out
+    assert "critical_tokens:" in text and "n: 5" in text and "lora_rank: 8" in text and "name: smoke" in text
+    assert main(["critical-tokens", "smoke", "critical_tokens.nope=1", "--out", "unused"]) == 2  # a config error
