@@ -135,7 +135,7 @@ def main() -> None:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     cpus = os.cpu_count()
     load_before = load_average()
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
 
     common = dict(num_cpus_per_worker=cpus / 2, cpu_threads=args.threads, preload_libs=not args.no_preload,
                   seed=args.seed, max_model_len=512, memory_fraction=0.25)

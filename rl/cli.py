@@ -212,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from rl.log import setup_logging
+
+    setup_logging()
     from rl.config import ConfigError
 
     try:

@@ -182,7 +182,8 @@ class TrainerConfig:
     num_ranks: int = _h(1, "data-parallel trainer ranks (Ray actors)")
     num_cpus_per_rank: float = _h(1.0, "Ray CPUs per trainer rank")
     num_gpus_per_rank: float = _h(0.0, "Ray GPUs per trainer rank")
-    logprob_chunk: int = _h(4096, "vocabulary chunk for logprob/entropy (never an [N,T,V] tensor)")
+    logprob_chunk: int = _h(4096, "tokens per chunk of the log-prob/entropy head pass: peak ~10 x chunk x vocab bytes "
+                            "(never an [N,T,V] tensor)")
     seed: int = _h(42, "seed of data order, sampling and init")
     torch_threads: int = _h(0, "torch threads per trainer rank (0 = all cores on CPU, where rollout and training take turns)")
 

@@ -232,8 +232,9 @@ class PolicyEngine:
                                                                 with_entropy="entropy" in want)
                     got = {"logp": logp, "entropy": ent, "hidden": h}
                     for r in reqs:
-                        if keep:
-                            out[r.key].append(got[r.output].float())
+                        if keep:  # hidden states stay in the backbone's dtype (bf16: half of fp32)
+                            t = got[r.output]
+                            out[r.key].append(t if r.output == "hidden" else t.float())
         finally:
             self.engine.module.train()
         return {k: torch.cat(v) for k, v in out.items()}

@@ -50,11 +50,15 @@ def init_ray(cfg: Config) -> None:
     if ray.is_initialized():
         return
     if cfg.cluster.address:
+        from rl.cluster_wait import use_token_auth_if_present
+
+        use_token_auth_if_present()
         ray.init(address=cfg.cluster.address, log_to_driver=True)
     else:
         need = cfg.trainer.num_ranks * cfg.trainer.num_cpus_per_rank + cfg.rollout.num_workers * cfg.rollout.num_cpus_per_worker
         cpus = cfg.cluster.num_cpus or max(int(need + 0.999), os.cpu_count() or 1)
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)
+        # a local instance listens on loopback only (Ray would otherwise bind the machine's network address)
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True, _node_ip_address="127.0.0.1")
 
 
 def build_components(cfg: Config, recipe_path: str | None) -> Components:

@@ -79,7 +79,7 @@ class TrainerRank:
         import ray
 
         return {"rank": self.rank, "node": ray.util.get_node_ip_address(), "host": socket.gethostname(),
-                "pid": os.getpid()}
+                "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 
     def rendezvous_address(self) -> tuple[str, int]:
         """(this node's IP, a free port on it): rank 0's answer is where every rank meets."""
@@ -105,7 +105,7 @@ class TrainerRank:
         self.engine = PolicyEngine(self.cfg, self.model_path, self.rank, self.world, master_addr, master_port,
                                    self.total_optimizer_steps, reference=reference)
         self.grpo = GRPOObjective(self.cfg)
-        self.ntp = NTPObjective(a.rmt) if a.rmt.enable else None
+        self.ntp = NTPObjective(a.rmt)  # used when a step brings documents (RMT)
         return self.identity()
 
     # ------------------------------------------------------------------ a training step

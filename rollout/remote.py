@@ -9,6 +9,7 @@ at once instead of queueing behind a slower, healthy worker.
 
 from __future__ import annotations
 
+import pickle
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,10 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from rollout.errors import RolloutError, describe_worker
 from rollout.types import WorkerInfo
+
+# Bytes of results received from workers by this process (pickled size): the driver logs it per
+# step to show that nothing sized by the model comes back (completions are token-sized).
+received_bytes = 0
 
 
 @dataclass
@@ -47,6 +52,7 @@ def wait_all(calls: list[tuple[WorkerInfo, ray.ObjectRef]], *, what: str, timeou
     results: list[Any] = [None] * len(calls)
     pending = [ref for _, ref in calls]
     deadline = time.monotonic() + timeout_s
+    global received_bytes
     while pending:
         remaining = deadline - time.monotonic()
         ready, pending = ray.wait(pending, num_returns=1, timeout=max(remaining, 0.0))
@@ -66,4 +72,5 @@ def wait_all(calls: list[tuple[WorkerInfo, ray.ObjectRef]], *, what: str, timeou
             raise RolloutError(f"{describe_worker(info)} died during {what}: {_cause(err)}", info, step) from err
         except RayTaskError as err:
             raise RolloutError(f"{describe_worker(info)} failed during {what}: {_cause(err)}", info, step) from err
+    received_bytes += sum(len(pickle.dumps(r)) for r in results)
     return results

@@ -9,6 +9,7 @@ its NTP term joins each optimizer step (rl/midtrain.py, rl/objectives/ntp.py).
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from rl.evaluate import evaluate
 from rl.inspect_dump import save_batch
 from rl.setup import Components, build_components
 from rl.tracking import Timer, Tracker, write_report
+from rollout import remote
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +44,10 @@ def train(cfg: Config, recipe_path: str | None = None) -> Path:
         if cfg.eval.at_start and start == 0 and (held_out := test_set(0)) is not None:
             tracker.log(0, evaluate(pool, held_out, c.scorer, cfg, 0, steps))
 
+        write_cluster_map(run_dir, trainers, pool)
         for step in range(start, steps):
             timer, ntp, metrics = Timer(), None, {}
-            trainers.received_bytes = 0
+            received = trainers.received_bytes + remote.received_bytes
             if mid is not None:  # RMT: this step's prompts are positions of its documents
                 with timer("rmt_positions"):
                     prompt_set, ntp, metrics = mid.prepare(step, steps, trainers)
@@ -67,7 +70,7 @@ def train(cfg: Config, recipe_path: str | None = None) -> Path:
             else:  # dynamic sampling found no group with a learning signal: nothing to train on
                 log.warning("step %d: %s", step + 1, got.skip_reason)
             metrics.update(timer.pop())
-            metrics["driver/received_bytes"] = float(trainers.received_bytes)
+            metrics["driver/received_bytes"] = float(trainers.received_bytes + remote.received_bytes - received)
             is_last = step + 1 == steps
             if (cfg.eval.every and (step + 1) % cfg.eval.every == 0) or is_last:
                 held_out = test_set(step + 1)
@@ -87,3 +90,11 @@ def train(cfg: Config, recipe_path: str | None = None) -> Path:
             tracker.close()
         write_report(run_dir, f"{cfg.name}: {run_dir.name}")
         c.close()
+
+
+def write_cluster_map(run_dir: Path, trainers, pool) -> None:
+    """``cluster.json``: which node each trainer rank and rollout worker runs on."""
+    workers = [{"worker": w.info.index, "node": w.info.node, "pid": w.info.pid, "node_id": w.node_id}
+               for w in pool.workers]
+    (run_dir / "cluster.json").write_text(json.dumps({"trainer_ranks": trainers.nodes, "rollout_workers": workers},
+                                                     indent=1))

@@ -131,6 +131,7 @@ class GRPOObjective(Objective):
                 ctx.policy = None
             else:
                 means.update(run_chain(self.chain, exp, ctx))
+        exp.hidden = None  # [N, T, d]: the chain was its only reader; free it before the update
         counts = {"batch/loss_tokens": float(exp.loss_mask().sum()), "batch/tokens": float(exp.completion_mask.sum())}
         return means, counts
 

@@ -24,8 +24,8 @@ calling process, for callers that hold the weights themselves (tests, benchmarks
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import ray

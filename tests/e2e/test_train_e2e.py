@@ -102,7 +102,8 @@ def test_kill_during_checkpoint_save_resumes_from_previous(tmp_path, tiny_model_
     second = subprocess.run([sys.executable, "-m", "rl.cli", "train", str(REPO / "recipes/smoke.yaml"), *overrides,
                              "checkpoint.resume=auto"], env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "resumed from" in second.stdout and "step_000001" in second.stdout
+    out = second.stdout + second.stderr
+    assert "resumed from" in out and "step_000001" in out
     assert sorted(p.name for p in ckpts.iterdir()) == ["step_000002", "step_000003"]  # keep_last=2, no .tmp left
 
 

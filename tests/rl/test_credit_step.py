@@ -1,4 +1,4 @@
-"""rl.credit_step: D3S's sample level runs before the old-policy pass, which then covers only the
+"""GRPOObjective.prepare: D3S's sample level runs before the old-policy pass, which then covers only the
 kept rows, and the result equals running the whole pass first (real DeepSpeed engine, tiny Llama)."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ from contextlib import nullcontext
 import pytest
 import torch
 
-from rl.batch import build_experience, forward_inputs
+from rl.batch import build_experience
 from rl.credit.base import CreditContext, PolicySnapshot
-from rl.credit.chain import build_chain, run_chain
-from rl.credit_step import assign_credit, compute_advantages
+from rl.credit.chain import run_chain
+from rl.objectives.base import Stat
+from rl.objectives.grpo import GRPOObjective, forward_inputs
 from rollout.types import Completion
 from tests.rl.test_engine import cfg_for
 
@@ -22,12 +23,12 @@ class CountingEngine:
     def __init__(self, engine) -> None:
         self.engine, self.rows_seen = engine, []
 
-    def forward_stats(self, batch, *args):
+    def stats(self, batch, requests):
         self.rows_seen.append(batch["completion_ids"].shape[0])
-        return self.engine.forward_stats(batch, *args)
+        return self.engine.stats(batch, requests)
 
-    def lm_head(self):
-        return self.engine.lm_head()
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
 
 
 def rollout(n_prompts=4, group=4, seed=0):
@@ -57,24 +58,27 @@ def engine(tiny_model_dir):
     return PolicyEngine(cfg_for(), tiny_model_dir, 0, 1, "127.0.0.1", 29471, 10)
 
 
-def full_pass_then_chain(engine, cfg, chain, exp, step, total):
+def full_pass_then_chain(engine, cfg, exp, step, total):
     """The order before the change: every row through the old pass, then advantages and the chain."""
-    st = engine.forward_stats(forward_inputs(exp), True, "hidden" in chain[-1].needs, False)
+    objective = GRPOObjective(cfg)
+    req = [Stat("old_logp", "policy", "logp"), Stat("entropy", "policy", "entropy")]
+    if "hidden" in objective.needs:
+        req.append(Stat("hidden", "policy", "hidden"))
+    st = engine.stats(forward_inputs(exp), req)
     exp.old_logp, exp.entropy, exp.hidden = st["old_logp"], st.get("entropy"), st.get("hidden")
-    compute_advantages(exp, cfg)
-    policy = PolicySnapshot(*engine.lm_head(), cfg.rollout.temperature)
-    run_chain(chain, exp, CreditContext(step, total, policy))
+    objective.compute_advantages(exp)
+    w, b = engine.head("policy")
+    run_chain(objective.chain, exp, CreditContext(step, total, PolicySnapshot(w.detach(), b, cfg.rollout.temperature)))
     return exp
 
 
 @pytest.mark.parametrize("credit, shrinks", [(["d3s"], True), (["d3s", "thr"], False)])
 def test_rows_first_pass_matches_the_full_pass(engine, credit, shrinks):
-    cfg = cfg_for(**{"rollout.n": 4, "trainer.prompts_per_step": 4})
-    cfg.algorithm.credit = credit
+    cfg = cfg_for(**{"rollout.n": 4, "trainer.prompts_per_step": 4, "algorithm.credit": f"[{','.join(credit)}]"})
     counting = CountingEngine(engine)
     got = experience()
-    metrics = assign_credit(counting, got, cfg, build_chain(credit, cfg.algorithm), 0, 10, lambda _: nullcontext())
-    want = full_pass_then_chain(engine, cfg, build_chain(credit, cfg.algorithm), experience(), 0, 10)
+    metrics, _ = GRPOObjective(cfg).prepare(counting, got, 0, 10, lambda _: nullcontext())
+    want = full_pass_then_chain(engine, cfg, experience(), 0, 10)
     kept = int(metrics["d3s/kept_samples"])  # rows the sample level kept (the token level may empty more)
     assert 0 < kept <= 6  # N_s = G/4 -> 2 of each group of 4, none of the all-correct group
     assert counting.rows_seen == [kept if shrinks else 16] and metrics["batch/old_pass_rows"] == counting.rows_seen[0]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.rl.test_engine import N, cfg_for, make_batch, train_batch
+from tests.rl.test_engine import cfg_for, rollout_batch, weights_after_one_step
 
 
 def ntp_documents():
@@ -40,22 +40,14 @@ def expected_weights(model_dir: str, docs: dict, coef: float, lr: float, eps: fl
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_ntp_update_on_two_ranks_is_the_hand_computed_adam_step(tiny_model_dir, ray_local, reduction):
-    from rl.trainer_group import TrainerGroup
-
+def test_ntp_update_on_two_ranks_is_the_hand_computed_adam_step(tiny_model_dir, ray_local, reduction, tmp_path):
     over = {"trainer.num_ranks": 2, "trainer.micro_batch_size": 1,
             "algorithm.rmt.ntp_coef": 0.5, "algorithm.rmt.ntp_reduction": reduction}
     cfg = cfg_for(**over)
-    b = make_batch()
-    rl = train_batch(b, torch.zeros(N, b["completion_ids"].shape[1]))
-    rl["advantages"] = torch.zeros_like(rl["advantages"])  # the RL part contributes no gradient
-    docs = ntp_documents()
-    group = TrainerGroup(cfg, tiny_model_dir, 10)
-    try:
-        out = group.train_mini_batch(rl, docs)  # 3 documents over 2 ranks: rank 1 backprops a zero-mask copy
-        got = group.named_weights()
-    finally:
-        group.shutdown()
+    batch = rollout_batch(groups=2)
+    batch["rewards"] = torch.ones_like(batch["rewards"])  # no mixed group: the RL part has no gradient
+    docs = ntp_documents()  # 3 documents over 2 ranks: rank 1 backprops a zero-mask copy
+    got, out = weights_after_one_step(cfg, tiny_model_dir, batch, tmp_path, ntp=docs)
     want, nll = expected_weights(tiny_model_dir, docs, 0.5, cfg.trainer.lr, cfg.trainer.adam_eps, reduction)
     assert out["train/ntp_nll"] == pytest.approx(nll, rel=1e-5)
     for k, w in want.items():

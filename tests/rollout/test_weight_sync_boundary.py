@@ -21,7 +21,7 @@ from rollout.weight_sync import make_weight_sync, resolve_backend
 from rollout.weight_sync.base import run_with_timeout
 from rollout.weight_sync.cuda_ipc import CudaIpcSync, ipc_handle
 from rollout.weight_sync.nccl import NcclBroadcastSync
-from rollout.weight_sync.packing import pack_bucket, unpack_bucket
+from rollout.weight_sync.packing import bucket_named_tensors, pack_bucket, unpack_bucket
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on machines without CUDA")
 
@@ -85,9 +85,10 @@ def test_run_with_timeout_passes_results_and_errors_through():
 
 def test_cpu_shm_buckets_files_drops_stale_ones_and_cleans_up():
     sync = make_weight_sync("cpu_shm", [WorkerHandle(None, WorkerInfo(0))], bucket_mb=1, timeout_s=5)
-    paths, count = sync.write_buckets([("a", torch.zeros(300_000)), ("b", torch.zeros(10))])
+    named = [("a", torch.zeros(300_000)), ("b", torch.zeros(10))]
+    paths, count = sync.write_buckets(bucket_named_tensors(named, sync.bucket_bytes))
     assert count == 2 and len(paths) == 2  # 1.2 MB does not share a 1 MiB bucket
-    fewer, _ = sync.write_buckets([("b", torch.zeros(10))])
+    fewer, _ = sync.write_buckets([[("b", torch.zeros(10))]])
     assert fewer == paths[:1] and not os.path.exists(paths[1])
     sync.close()
     assert not os.path.exists(paths[0])
