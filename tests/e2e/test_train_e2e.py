@@ -107,16 +107,23 @@ def test_kill_during_checkpoint_save_resumes_from_previous(tmp_path, tiny_model_
     assert sorted(p.name for p in ckpts.iterdir()) == ["step_000002", "step_000003"]  # keep_last=2, no .tmp left
 
 
-def test_credit_chain_runs_in_the_real_loop(tmp_path, tiny_model_dir, ray_local):
+def credit_cfg(root: Path, model_dir: str, name: str):
     """D3S, THR and TW together (old-policy entropy + hidden states + output head) for two steps."""
+    return make_cfg(root, model_dir, name, extra=[
+        "trainer.steps=2", "algorithm.credit=[d3s,thr,tw]", "algorithm.d3s.k_init=0.5", "algorithm.d3s.k_final=0.5",
+        "algorithm.policy_loss=gspo_token", "algorithm.on_paper_mismatch=ignore", "checkpoint.every=0",
+        "checkpoint.export_hf=false", "eval.num_prompts=2"])
+
+
+@pytest.fixture(scope="module")
+def credit_run(tmp_path_factory, tiny_model_dir, ray_local):
     from rl.loops.grpo import train
 
-    cfg = make_cfg(tmp_path, tiny_model_dir, "credit", extra=[
-        "trainer.steps=2", "algorithm.credit=[d3s,thr,tw]", "algorithm.d3s.k_init=0.5", "algorithm.d3s.k_final=0.5",
-        "algorithm.policy_loss=gspo_token", "checkpoint.every=0", "checkpoint.export_hf=false",
-        "eval.num_prompts=2"])
-    run = train(cfg)
-    m = metrics(run)
+    return train(credit_cfg(tmp_path_factory.mktemp("credit"), tiny_model_dir, "credit"))
+
+
+def test_credit_chain_runs_in_the_real_loop(credit_run):
+    m = metrics(credit_run)
     for step in (1, 2):
         assert math.isfinite(m[step]["train/loss"])
         assert 0 < m[step]["batch/loss_tokens_frac"] < 1  # D3S kept a fraction of the tokens
@@ -124,5 +131,31 @@ def test_credit_chain_runs_in_the_real_loop(tmp_path, tiny_model_dir, ray_local)
         assert m[step]["timing/old_logp"] > 0  # credit modules need the separate old-policy pass
     from rl.inspect_html import write_inspect_page
 
-    page = write_inspect_page(run).read_text()
+    page = write_inspect_page(credit_run).read_text()
     assert "line-through" in page and "tw_weight=" in page
+
+
+def test_driver_bytes_do_not_grow_with_the_model(credit_run, tmp_path, tiny_model_dir, ray_local):
+    """The same credit run (THR and TW read hidden states and the output head; per-token credit maps
+    are saved for inspect) on a model 4x as wide: what the driver receives per step stays token-sized.
+    Before the data flow moved to the ranks, the whole model came back every step (weight sync) and
+    the [N, T, d] hidden states and the [V, d] head with it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rl.loops.grpo import train
+    from rl.models import tiny_llama_config
+
+    wide_dir = tmp_path / "wide_model"
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(tiny_llama_config(hidden=512, layers=2, heads=8)).save_pretrained(wide_dir)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(wide_dir)
+    wide = metrics(train(credit_cfg(tmp_path, str(wide_dir), "credit_wide")))
+    narrow = metrics(credit_run)
+    vocab, width = 49152, 512
+    head_bytes = vocab * width * 4
+    for step in (1, 2):
+        got, base = wide[step]["driver/received_bytes"], narrow[step]["driver/received_bytes"]
+        assert 0 < got < 0.01 * head_bytes  # far below even the output head at this width (100 MB)
+        # completions differ between the two random models, so allow for their lengths, nothing more
+        assert got < 1.5 * base, (step, got, base)
