@@ -1,20 +1,20 @@
 """What does each credit module add to one training step, in time and in resident memory?
 
 One process, no Ray: a ``PolicyEngine`` (DeepSpeed, the bundled SmolLM2-135M-Instruct, the
-quickstart recipe's settings) runs the controller's step pieces on one synthetic rollout batch
+quickstart recipe's settings) runs a trainer rank's step pieces on one synthetic rollout batch
 (``--rows`` rows = prompts x ``rollout.n`` samples, prompts ~40 tokens shared by their group,
 completions of 1/2 to 1 x ``--completion-len`` random tokens, Bernoulli(0.4) rewards per row):
 
-    forward_stats  the old-policy pass (log-probs, + entropy / hidden states the chain needs)
-    credit         advantages, ``PolicySnapshot`` from ``engine.lm_head()``, the modules
-    update         ``train_mini_batch`` over the rows still in the loss (as controller.update_policy)
+    forward        the old-policy pass (log-probs, + entropy / hidden states the chain needs)
+    credit         advantages, a ``PolicySnapshot`` of the live output head, the modules
+    update         ``engine.train_step`` over the rows still in the loss (as rl/trainer_rank.py)
 
-The first two are ``rl.credit_step.assign_credit``, the very code a run executes (D3S's sample
+The first two are ``GRPOObjective.prepare``, the very code a rank executes (D3S's sample
 level runs before the old-policy pass, which then covers only the kept rows).
 
 Configs: ``grpo`` (forward_stats + update, the baseline the ratios use), ``grpo_onpolicy``
-(update only: what the controller actually runs for plain one-update GRPO,
-``rl.credit_step.needs_old_pass``), ``d3s`` (at training progress ``--d3s-progress``, default 0: the most rows
+(update only: what a rank actually runs for plain one-update GRPO,
+``GRPOObjective.needs_old_pass``), ``d3s`` (at training progress ``--d3s-progress``, default 0: the most rows
 and tokens dropped), ``thr_group``, ``thr_full`` (``algorithm.thr.vocab``) and ``tw``.
 Configs are interleaved within each repeat (order rotated per repeat) and the median over
 repeat (by CPU time) is reported whole, wall seconds and process CPU seconds (steadier on
@@ -53,17 +53,17 @@ from pathlib import Path
 
 import torch
 
-from rl.algorithms.aggregation import loss_counts
-from rl.batch import build_experience, train_tensors
+from rl.batch import build_experience
 from rl.config import Config, load_config
-from rl.credit.chain import build_chain
-from rl.credit_step import assign_credit
+from rl.metrics import RankMetrics
 from rl.models import resolve_model
+from rl.objectives.grpo import GRPOObjective
+from rl.trainer_rank import micro_batches
 from rollout.types import Completion
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes/quickstart.yaml"
-# name -> (credit chain, extra recipe overrides, run the old-policy pass even if the controller would not)
+# name -> (credit chain, extra recipe overrides, run the old-policy pass even if a rank would not)
 CONFIGS: dict[str, tuple[list[str], list[str], bool]] = {
     "grpo_onpolicy": ([], [], False),
     "grpo": ([], [], True),
@@ -147,19 +147,6 @@ def make_rollout(args, vocab: int, group_size: int, seed: int = 0):
     return prompts, groups, rewards
 
 
-def one_rank_micro_batches(batch: dict, micro: int) -> list[dict]:
-    """TrainerGroup.train_mini_batch's split for one rank: ceil(n / micro) near-equal micro-batches."""
-    n = batch["completion_ids"].shape[0]
-    gas = max(1, -(-n // micro))
-    base, extra = divmod(n, gas)
-    out, s = [], 0
-    for i in range(gas):
-        e = s + base + (i < extra)
-        out.append({k: v[s:e] for k, v in batch.items()})
-        s = e
-    return out
-
-
 class Clock:
     """``with clock(phase):`` adds wall seconds and process CPU seconds to ``res`` and keeps the
     phase's peak RSS (a phase may be entered more than once; ``old_logp`` is the "forward" phase).
@@ -189,23 +176,22 @@ class Clock:
             self.res[f"{phase}_peak_mb"], self.res[f"{phase}_extra_mb"] = peak, peak - rss
 
 
-# ---------------------------------------------------------------- one controller step
-def run_step(engine, cfg: Config, chain, force_old: bool, rollout, pad_id: int, progress: float,
-             mem: PeakRSS) -> dict:
-    """The controller's old pass + credit (``rl.credit_step.assign_credit``, the same code) and
-    update for one batch; seconds and peak RSS per phase."""
-    exp = build_experience(*rollout, pad_id)
+# ---------------------------------------------------------------- one rank step
+def run_step(engine, cfg: Config, objective: GRPOObjective, force_old: bool, rollout, pad_id: int,
+             progress: float, mem: PeakRSS) -> dict:
+    """What a trainer rank runs for one batch: ``GRPOObjective.prepare`` (old pass + credit, the same
+    code) and one optimizer step over the rows still in the loss; seconds and peak RSS per phase."""
+    exp = build_experience(*rollout, pad_id, correct=[r > 0.5 for r in rollout[2]])
     res: dict = {"load_1min": os.getloadavg()[0]}
     clock = Clock(mem, res)
     total = 100
-    res["credit_metrics"] = assign_credit(engine, exp, cfg, chain, round(progress * (total - 1)), total, clock,
-                                          force_old_pass=force_old)
+    means, _ = objective.prepare(engine, exp, round(progress * (total - 1)), total, clock, force_old_pass=force_old)
+    res["credit_metrics"] = means
     with clock("update"):
         rows = torch.arange(exp.num_rows)[exp.active_rows()]
-        batch = train_tensors(exp, rows)
-        global_tokens, global_seqs = loss_counts(batch["loss_mask"])
-        engine.train_mini_batch(one_rank_micro_batches(batch, cfg.trainer.micro_batch_size), global_tokens,
-                                global_seqs)
+        batch = objective.train_rows(exp, rows)
+        parts = micro_batches(batch, -(-rows.numel() // cfg.trainer.micro_batch_size), "loss_mask", batch)
+        engine.train_step([(objective, parts, objective.norm_counts(batch))], RankMetrics())
     res["step_cpu_s"] = res["forward_cpu_s"] + res["credit_cpu_s"] + res["update_cpu_s"]
     res["step_s"] = res["forward_s"] + res["credit_s"] + res["update_s"]
     res["peak_mb"] = max(res["forward_peak_mb"], res["credit_peak_mb"], res["update_peak_mb"])
@@ -215,7 +201,6 @@ def run_step(engine, cfg: Config, chain, force_old: bool, rollout, pad_id: int, 
     res["tokens_in_backward"] = int(batch["prompt_ids"].numel() + batch["completion_ids"].numel())  # padded
     res["real_tokens_in_backward"] = int(batch["prompt_mask"].sum() + batch["completion_mask"].sum())
     res["loss_tokens"] = int(batch["loss_mask"].sum())
-    res["hidden_mb"] = exp.hidden.numel() * 4 / 2**20 if exp.hidden is not None else 0.0
     return res
 
 
@@ -232,7 +217,7 @@ def median_run(runs: list[dict]) -> dict:
 def add_ratios(results: dict) -> None:
     base, onpolicy = results[BASELINE], results.get("grpo_onpolicy")
     for r in results.values():
-        if onpolicy is not None:  # what the controller runs for plain one-update GRPO (no old pass)
+        if onpolicy is not None:  # what a rank runs for plain one-update GRPO (no old pass)
             r["step_cpu_ratio_vs_onpolicy"] = r["step_cpu_s"] / onpolicy["step_cpu_s"]
         for clock in ("", "_cpu"):
             r[f"step{clock}_ratio"] = r[f"step{clock}_s"] / base[f"step{clock}_s"]
@@ -311,7 +296,7 @@ def summarize(results: dict, args, command: str) -> dict:
         "how_to_read": "each config's figures come from its repeat with the median CPU time; CPU seconds are the "
                        "process's own work (1 torch thread) and are the figures to trust on shared cores, wall "
                        "seconds include waiting for other jobs; ratios are to 'grpo' (old-policy pass + update), "
-                       "'_vs_onpolicy' to the update alone (what the controller runs for plain one-update GRPO)",
+                       "'_vs_onpolicy' to the update alone (what a rank runs for plain one-update GRPO)",
         "batch": f"{args.rows} rows ({args.rows // args.group_size} prompts x {args.group_size}), prompt ~{args.prompt_len} "
                  f"tokens, completion <= {args.completion_len} tokens, median of {args.repeats} repeats",
         "grpo_step_s": round(base["step_s"], 2), "grpo_step_cpu_s": round(base["step_cpu_s"], 2),
@@ -376,7 +361,7 @@ def main() -> None:
               f"rollout.max_tokens={args.completion_len}"] + list(args.override)
     cfgs = {n: load_config(RECIPE, common + [f"algorithm.credit=[{','.join(c)}]"] + o)
             for n, (c, o, _) in CONFIGS.items() if n in args.configs}
-    chains = {n: build_chain(list(cfg.algorithm.credit), cfg.algorithm) for n, cfg in cfgs.items()}
+    chains = {n: GRPOObjective(cfg) for n, cfg in cfgs.items()}
     model_path = resolve_model("smollm2-135m")
     base_cfg = cfgs[BASELINE]
     t0 = time.perf_counter()
