@@ -142,18 +142,13 @@ class RefLogpStore:
             self.values[pos] = (ref_logp[i][c].clone(), ref_logp[b + i][r].clone())
 
     def batch(self, positions: list[int], width: int) -> torch.Tensor:
-        """[2B, width] in the collated [chosen; rejected] layout, 0 on padding."""
+        """[2B, width] in the collated [chosen; rejected] layout, 0 on padding. (Recomputed, not saved, on a
+        resume: the reference is frozen, so the values are the same.)"""
         rows = [self.values[p][0] for p in positions] + [self.values[p][1] for p in positions]
         out = torch.zeros(len(rows), width)
         for i, v in enumerate(rows):
             out[i, : v.numel()] = v
         return out
-
-    def __contains__(self, pos: int) -> bool:
-        return pos in self.values
-
-    def state(self) -> dict:
-        return {"values": self.values}
 
 
 # ---------------------------------------------------------------------------------------- the objective
