@@ -185,6 +185,10 @@ class TrainerConfig:
     logprob_chunk: int = _h(4096, "tokens per chunk of the log-prob/entropy head pass: peak ~10 x chunk x vocab bytes "
                             "(never an [N,T,V] tensor)")
     seed: int = _h(42, "seed of data order, sampling and init")
+    bf16_weights: bool = _h(False, "with model.dtype=bfloat16: keep the trained parameters in bf16 (DeepSpeed bf16; fp32 "
+                            "master copy in the optimizer; gradients accumulate in bf16 at ZeRO-0, fp32 at ZeRO>=1). "
+                            "False: fp32 parameters and gradients, bf16 compute by autocast (TRL's mixed precision: "
+                            "small updates are not rounded away)")
     torch_threads: int = _h(0, "torch threads per trainer rank (0 = all cores on CPU, where rollout and training take turns)")
 
 

@@ -112,15 +112,20 @@ class PolicyEngine:
             zero["offload_optimizer"] = {"device": "cpu"}
         if t.offload_params:
             zero["offload_param"] = {"device": "cpu"}
-        return {
+        bf16_weights = self.dtype == torch.bfloat16 and t.bf16_weights
+        out = {
             "train_micro_batch_size_per_gpu": t.micro_batch_size,
             "gradient_accumulation_steps": 1,  # driven explicitly, see module docstring
             "gradient_clipping": t.grad_clip,
-            "bf16": {"enabled": self.dtype == torch.bfloat16},
+            # off (default): fp32 parameters and gradients, bf16 compute through autocast (``hidden``)
+            "bf16": {"enabled": bf16_weights},
             "zero_optimization": zero,
             "steps_per_print": 10**9,
             "wall_clock_breakdown": False,
         }
+        if bf16_weights and t.zero_stage >= 1:  # accumulate micro-batch gradients in fp32, not bf16
+            out["data_types"] = {"grad_accum_dtype": "fp32"}
+        return out
 
     def _optimizer(self, model: torch.nn.Module):
         """torch AdamW, or DeepSpeed's CPU Adam when the optimizer state is offloaded (ZeRO refuses a
