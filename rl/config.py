@@ -218,6 +218,8 @@ class CheckpointConfig:
     keep_last: int = _h(2, "keep the k newest checkpoints")
     resume: str = _h("none", "none | auto (latest in the run dir) | a checkpoint path")
     export_hf: bool = _h(True, "export the final policy as an HF directory (safetensors + tokenizer)")
+    export_hf_every: int = _h(0, "also export hf_model_step_N every k steps (0 = off; GRPO-family loop), e.g. to "
+                              "evaluate intermediate policies from their saved weights")
     save_final: bool = _h(True, "save a checkpoint after the last step")
 
 

@@ -81,6 +81,8 @@ def train(cfg: Config, recipe_path: str | None = None) -> Path:
             if (cfg.checkpoint.every and (step + 1) % cfg.checkpoint.every == 0) or (is_last and cfg.checkpoint.save_final):
                 ckpt.save_checkpoint(run_dir, step + 1, trainers, {"sampler": c.sampler.state_dict()},
                                      to_yaml(cfg), cfg.checkpoint.keep_last)
+            if cfg.checkpoint.export_hf_every and (step + 1) % cfg.checkpoint.export_hf_every == 0:
+                trainers.export_hf(str(run_dir / f"hf_model_step_{step + 1}"), c.model_path)
 
         if cfg.checkpoint.export_hf and start < steps:
             trainers.export_hf(str(run_dir / "hf_model"), c.model_path)

@@ -48,7 +48,7 @@ def full_run(tmp_path_factory, tiny_model_dir, ray_local):
     from rl.loops.grpo import train
 
     root = tmp_path_factory.mktemp("runs")
-    return train(make_cfg(root, tiny_model_dir, "full"))
+    return train(make_cfg(root, tiny_model_dir, "full", extra=("checkpoint.export_hf_every=2",)))
 
 
 def test_three_steps_finite_loss_and_artifacts(full_run):
@@ -67,6 +67,9 @@ def test_three_steps_finite_loss_and_artifacts(full_run):
 
     AutoModelForCausalLM.from_pretrained(full_run / "hf_model")
     AutoTokenizer.from_pretrained(full_run / "hf_model")
+    # checkpoint.export_hf_every=2: an intermediate export at step 2 only
+    assert sorted(p.name for p in full_run.glob("hf_model_step_*")) == ["hf_model_step_2"]
+    AutoModelForCausalLM.from_pretrained(full_run / "hf_model_step_2")
 
 
 def test_reward_error_stops_run_naming_function_then_resume_matches(tmp_path, tiny_model_dir, ray_local, full_run):
