@@ -124,8 +124,6 @@ def plot(result: dict, path: Path) -> None:
 
 def main() -> None:
     args = parse_args()
-    import ray
-
     from rl.models import resolve_model  # benchmarks may use rl; the rollout package never does
     from rollout import RolloutPool, SamplingSpec
 
@@ -135,7 +133,9 @@ def main() -> None:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     cpus = os.cpu_count()
     load_before = load_average()
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    from rollout.local_ray import init_local_ray
+
+    init_local_ray(cpus, log_to_driver=False)
 
     common = dict(num_cpus_per_worker=cpus / 2, cpu_threads=args.threads, preload_libs=not args.no_preload,
                   seed=args.seed, max_model_len=512, memory_fraction=0.25)

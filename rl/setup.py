@@ -57,8 +57,9 @@ def init_ray(cfg: Config) -> None:
     else:
         need = cfg.trainer.num_ranks * cfg.trainer.num_cpus_per_rank + cfg.rollout.num_workers * cfg.rollout.num_cpus_per_worker
         cpus = cfg.cluster.num_cpus or max(int(need + 0.999), os.cpu_count() or 1)
-        # a local instance listens on loopback only (Ray would otherwise bind the machine's network address)
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True, _node_ip_address="127.0.0.1")
+        from rollout.local_ray import init_local_ray
+
+        init_local_ray(cpus)  # every Ray port on 127.0.0.1, no dashboard (rollout/local_ray.py)
 
 
 def build_components(cfg: Config, recipe_path: str | None) -> Components:

@@ -122,7 +122,9 @@ class RolloutPool:
         self.dtype = None if dtype == "auto" else getattr(torch, dtype)
         self._shapes, self._tied = read_model_layout(model_path) if os.path.isdir(model_path) else (None, False)
         if not ray.is_initialized():
-            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True, _node_ip_address="127.0.0.1")
+            from rollout.local_ray import init_local_ray
+
+            init_local_ray(os.cpu_count() or 1)
         self._check_resources(num_workers, num_cpus_per_worker, num_gpus_per_worker)
 
         on_gpu = num_gpus_per_worker > 0

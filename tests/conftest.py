@@ -25,6 +25,8 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+        from rollout.local_ray import init_local_ray
+
+        init_local_ray(3, log_to_driver=False)
     yield
     ray.shutdown()

@@ -12,7 +12,9 @@ def ray_local():
     ray = pytest.importorskip("ray")
     started = not ray.is_initialized()
     if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+        from rollout.local_ray import init_local_ray
+
+        init_local_ray(2, log_to_driver=False)
     yield ray
     if started:
         ray.shutdown()
