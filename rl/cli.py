@@ -11,10 +11,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
+log = logging.getLogger("rl.cli")
 
 # Failures that are the user's to fix: print one clear line, no traceback.
 EXIT_CONFIG, EXIT_RUN = 2, 1
@@ -46,8 +48,13 @@ def list_recipes() -> list[tuple[str, str]]:
 
 
 def cmd_train(args) -> int:
-    from rl.config import load_config
+    import time
 
+    from rl.config import load_config
+    from rl.log import detach_run_log, quiet_libraries, setup_logging
+    from rl.tracking import run_summary
+
+    started = time.monotonic()
     recipe = find_recipe(args.recipe)
     cfg = load_config(recipe, args.overrides)
     if args.print_config:
@@ -55,6 +62,9 @@ def cmd_train(args) -> int:
 
         print(to_yaml(cfg))
         return 0
+    setup_logging(verbose=args.verbose, level=getattr(cfg.logging, "level", "info"))
+    quiet_libraries()
+    log.info("%s", describe_run(cfg, recipe))
     if cfg.family == "dpo":  # offline pairs (rl/loops/dpo.py) or sampled each step (rl/loops/online_dpo.py)
         from rl.loops import dpo, online_dpo
 
@@ -62,9 +72,26 @@ def cmd_train(args) -> int:
     else:
         from rl.loops.grpo import train
 
-    run_dir = train(cfg, str(recipe))
-    print(f"[tokencredit] done: {run_dir} (metrics.jsonl, report.png, checkpoints/, hf_model/)")
+    try:
+        run_dir = train(cfg, str(recipe))
+    finally:
+        detach_run_log()
+    lines = run_summary(run_dir, cfg, time.monotonic() - started)
+    print("\n".join(["[tokencredit] " + lines[0], *lines[1:]]), flush=True)
     return 0
+
+
+def describe_run(cfg, recipe: Path) -> str:
+    """One line: what this run trains, on what, for how long."""
+    t, r = cfg.trainer, cfg.rollout
+    if cfg.family == "dpo":
+        what = f"{cfg.preference.loss} ({cfg.dpo.mode} DPO family)"
+        size = f"{cfg.dpo.pairs_per_step} pairs per step"
+    else:
+        credit = f" + {'+'.join(cfg.algorithm.credit)}" if cfg.algorithm.credit else ""
+        what = f"{cfg.algorithm.advantage}{credit}"
+        size = f"{t.prompts_per_step} prompts x {r.n} samples per step"
+    return f"{cfg.name} ({recipe}): {what} on {cfg.model.name_or_path}, {t.steps} steps, {size}"
 
 
 def cmd_build_pairs(args) -> int:
@@ -99,8 +126,7 @@ def cmd_build_pairs(args) -> int:
     finally:
         pool.shutdown()
     print(json.dumps(stats, indent=1, default=str))
-    print(f"[tokencredit] wrote {stats['pairs']} pairs to {args.out}; train on them with "
-          f"preference_data.source={args.out}")
+    log.info("wrote %d pairs to %s; train on them with preference_data.source=%s", stats["pairs"], args.out, args.out)
     return 0
 
 
@@ -113,7 +139,10 @@ def cmd_recipes(_args) -> int:
 
 
 def cmd_prepare(args) -> int:
+    from rl.log import quiet_libraries
     from rl.models import prepare_model
+
+    quiet_libraries()  # the one-time GGUF conversion's progress bars
 
     print(prepare_model(args.name, force=args.force))
     return 0
@@ -123,7 +152,7 @@ def cmd_inspect(args) -> int:
     from rl.inspect_html import write_inspect_page
 
     out = write_inspect_page(Path(args.run_dir), step=args.step, out=args.out, max_rows=args.rows)
-    print(f"[tokencredit] wrote {out} (open it in a browser)")
+    log.info("wrote %s (open it in a browser)", out)
     return 0
 
 
@@ -154,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("recipe", help="a YAML file or a shipped recipe name (see `tokencredit recipes`)")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.lr=1e-6 algorithm.credit=[d3s]")
     t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    t.add_argument("--verbose", "-v", action="store_true",
+                   help="show every engine's output (vLLM, DeepSpeed, Ray actors) on the console too, as "
+                        "logging.level=debug does; by default it goes to RUN_DIR/logs/ only")
     t.set_defaults(fn=cmd_train)
     b = sub.add_parser("build-pairs", help="preference pairs from a model's own samples: sample rollout.n per "
                        "prompt of data.*, score with rewards.*, pair correct vs incorrect (rl/pair_source.py)")
@@ -239,8 +271,18 @@ def main(argv: list[str] | None = None) -> int:
             pass
         if isinstance(e, known):
             print(f"tokencredit: error: {type(e).__name__}: {e}", file=sys.stderr)
+            _point_at_logs()
             return EXIT_RUN
+        _point_at_logs()
         raise
+
+
+def _point_at_logs() -> None:
+    from rl.log import relative, run_log_dir
+
+    if run_log_dir() is not None:
+        print(f"tokencredit: the engines' own logs (vLLM, DeepSpeed, Ray actors) are in {relative(run_log_dir())}/",
+              file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -674,9 +674,8 @@ def run_critical_tokens(cfg, ct: CriticalTokensConfig, out_dir: str | Path, *, r
                                 extract=_extractor(ct.answer_extract, base_dir), keep_truncated=ct.keep_truncated,
                                 batch_prompts=ct.batch_prompts, write_sft=True, sft_neg_top_p=ct.sft_neg_top_p)
             st.done("sample", fps["sample"], [], ["pairs.jsonl", "pairs.sft_pos.jsonl", "pairs.sft_neg.jsonl"], stats)
-            print(f"[tokencredit] sampled: {stats['pairs']} pairs from {stats['prompts']} prompts "
-                  f"(accuracy {stats['accuracy']:.3f}); SFT sets {stats['sft_pos']} pos / {stats['sft_neg']} neg",
-                  flush=True)
+            log.info("sampled: %d pairs from %d prompts (accuracy %.3f); SFT sets %d pos / %d neg", stats["pairs"],
+                     stats["prompts"], stats["accuracy"], stats["sft_pos"], stats["sft_neg"])
         if verify and st.needed("verify", fps["verify"], ["sample"]):
             report = _verify(get_pool(), scorer, get_prompts(), tok, ct, sampling, label, cfg.eval.correct_threshold,
                              pairs, model_path)
@@ -696,9 +695,9 @@ def run_critical_tokens(cfg, ct: CriticalTokensConfig, out_dir: str | Path, *, r
         if st.needed("score", fps["score"], ["sample", "sft_pos", "sft_neg"]):
             stats = _score(out, ct, tok, pad_id, pairs)
             st.done("score", fps["score"], ["sample", "sft_pos", "sft_neg"], ["weighted_pairs.jsonl"], stats)
-            print(f"[tokencredit] wrote {out / 'weighted_pairs.jsonl'}: {stats['pairs']} pairs; mean p_CE chosen "
-                  f"{stats['mean_pce_chosen']:.3g}, rejected {stats['mean_pce_rejected']:.3g}; read it with "
-                  f"chosen_weight_field=chosen_weight rejected_weight_field=rejected_weight", flush=True)
+            log.info("wrote %s: %d pairs; mean p_CE chosen %.3g, rejected %.3g; read it with "
+                     "chosen_weight_field=chosen_weight rejected_weight_field=rejected_weight",
+                     out / "weighted_pairs.jsonl", stats["pairs"], stats["mean_pce_chosen"], stats["mean_pce_rejected"])
     return {"ran": st.ran, "stats": st.stats, "out": out}
 
 
@@ -778,7 +777,7 @@ def cli_main(args) -> int:
     res = run_critical_tokens(cfg, ct, args.out, recipe_path=str(recipe), verify=args.verify or args.verify_only,
                               weights=not args.verify_only, force=args.force)
     skipped = [s for s in ("sample", "verify", "sft_pos", "sft_neg", "score") if s in res["stats"] and s not in res["ran"]]
-    print(f"[tokencredit] critical-tokens done: {res['out']} (ran: {', '.join(res['ran']) or 'nothing'}"
-          f"{'; already done: ' + ', '.join(skipped) if skipped else ''})", flush=True)
+    log.info("critical-tokens done: %s (ran: %s%s)", res["out"], ", ".join(res["ran"]) or "nothing",
+             "; already done: " + ", ".join(skipped) if skipped else "")
     return 0
 

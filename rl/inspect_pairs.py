@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 from pathlib import Path
 
 import torch
 
 from rl.critical_tokens import _device, output_head, response_hidden
 from rl.inspect_html import _colour, _token_text
+
+log = logging.getLogger(__name__)
 
 
 class AdapterOff:
@@ -230,6 +233,6 @@ def cli_main(args) -> int:
                            beta=args.beta, max_rows=args.rows, chosen_weight_field=args.chosen_weight_field,
                            rejected_weight_field=args.rejected_weight_field, max_length=args.max_length,
                            max_prompt_length=args.max_prompt_length)
-    print(f"[tokencredit] wrote {out} (open it in a browser)")
+    log.info("wrote %s (open it in a browser)", out)
     return 0
 

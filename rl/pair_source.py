@@ -91,7 +91,7 @@ def ensure_builtin_pairs(cfg, model_path: str, pool, scorer, tokenizer) -> Path:
         return path
     if pool is None:
         raise RuntimeError("builtin:self pairs are not built yet and no rollout workers were started")
-    print(f"[tokencredit] building pairs from the model's own samples -> {path}", flush=True)
+    log.info("building pairs from the model's own samples -> %s", path)
     stats = make_pairs(cfg, pool, scorer, tokenizer, path, limit=cfg.dpo.build_limit)
     if not stats["pairs"]:
         path.unlink(missing_ok=True)
@@ -103,8 +103,8 @@ def ensure_builtin_pairs(cfg, model_path: str, pool, scorer, tokenizer) -> Path:
     tmp.write_text(json.dumps({"inputs": build_inputs(cfg, model_path, cfg.dpo.build_limit), "stats": stats},
                               indent=1, default=str))
     os.replace(tmp, meta)
-    print(f"[tokencredit] {stats['pairs']} pairs from {stats['prompts']} prompts "
-          f"(sample accuracy {stats['accuracy']:.2f}, {stats['seconds']:.0f}s)", flush=True)
+    log.info("%d pairs from %d prompts (sample accuracy %.2f, %.0f s)", stats["pairs"], stats["prompts"],
+             stats["accuracy"], stats["seconds"])
     return path
 
 
@@ -128,7 +128,7 @@ def ensure_critical_pairs(cfg, model_path: str, pool_factory) -> Path:
     inputs["critical_tokens"] = asdict(ct)
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
     out = cache_dir().parent / "critical" / f"{Path(model_path).name or 'model'}-{key}"
-    print(f"[tokencredit] cDPO critical tokens (sample, LoRA SFT pos/neg, p_CE) -> {out}", flush=True)
+    log.info("cDPO critical tokens (sample, LoRA SFT pos/neg, p_CE) -> %s", out)
     run_critical_tokens(cfg, ct, out, pool_factory=pool_factory)
     return out / "weighted_pairs.jsonl"
 

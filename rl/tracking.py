@@ -1,12 +1,20 @@
-"""Metrics out: live progress bar, metrics.jsonl, TensorBoard, optional W&B, PNG report."""
+"""Metrics out: live progress bar, metrics.jsonl, TensorBoard, optional W&B, PNG report, closing summary."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# (label, metric) shown per step, in this order, when the step has them (GRPO family, then DPO family)
+STEP_FIELDS = (("reward", "reward/total/mean"), ("accuracy", "train/accuracy"),
+               ("pair accuracy", "train/reward_accuracy"), ("margin", "train/reward_margin"),
+               ("held-out greedy", "eval/greedy_acc"), ("held-out pair accuracy", "eval/reward_accuracy"))
 
 
 class Timer:
@@ -59,11 +67,8 @@ class Tracker:
                 raise RuntimeError("logging.wandb_project is set but wandb is not installed: pip install wandb") from None
             self.wandb = wandb.init(project=cfg.logging.wandb_project, mode=cfg.logging.wandb_mode,
                                     dir=str(run_dir), name=run_dir.name, resume="allow")
-        self.bar = None
-        if cfg.logging.progress:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total_steps, initial=start_step, desc=cfg.name, unit="step", dynamic_ncols=True)
+        self.pass_k = cfg.eval.pass_k
+        self.bar = StepProgress(cfg.name, total_steps, start_step, live=cfg.logging.progress)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
@@ -75,22 +80,106 @@ class Tracker:
                     self.tb.add_scalar(k, v, step)
         if self.wandb is not None:
             self.wandb.log(row, step=step)
+        if step == 0 and (held_out := eval_text(metrics, self.pass_k)):
+            log.info("held-out %s (before training)", held_out)
 
     def progress(self, step: int, metrics: dict[str, float]) -> None:
-        if self.bar is None:
-            return
-        show = {"reward": "reward/total/mean", "acc": "train/accuracy", "eval": "eval/greedy_acc",
-                "s/step": "timing/step"}
-        self.bar.set_postfix({k: f"{metrics[v]:.3g}" for k, v in show.items() if v in metrics}, refresh=False)
-        self.bar.update(1)
+        self.bar.update(step, metrics)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.bar.close()
         if self.tb is not None:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def step_text(metrics: dict[str, float]) -> str:
+    parts = [f"{label} {metrics[key]:.3g}" for label, key in STEP_FIELDS if key in metrics]
+    if "timing/step" in metrics:
+        parts.append(f"{metrics['timing/step']:.0f} s")
+    return ", ".join(parts)
+
+
+def eval_text(metrics: dict[str, float], pass_k: int) -> str:
+    """``accuracy: greedy 31.2%, pass@4 68.8%`` from one evaluation's metrics ('' when none)."""
+    parts = [f"{label} {metrics[key]:.1%}" for label, key in eval_fields(pass_k) if key in metrics]
+    return "accuracy: " + ", ".join(parts) if parts else ""
+
+
+def eval_fields(pass_k: int) -> tuple[tuple[str, str], ...]:
+    return (("greedy", "eval/greedy_acc"), (f"pass@{pass_k}", "eval/pass_at_k"),
+            ("pair accuracy", "eval/reward_accuracy"))
+
+
+class StepProgress:
+    """Training progress: a live rich bar when stderr is a terminal (log lines print above it), else
+    one ``step k/N: reward ..., accuracy ...`` line per step (logs, CI, pipes)."""
+
+    def __init__(self, name: str, total: int, start: int, live: bool = True) -> None:
+        from rl.log import console
+
+        self.total, self.bar, self.task = total, None, None
+        con = console() if live else None
+        if con is not None:
+            from rich import progress as rp
+
+            self.bar = rp.Progress(rp.TextColumn("[bold]{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(),
+                                   rp.TextColumn("steps"), rp.TimeElapsedColumn(), rp.TextColumn("eta"),
+                                   rp.TimeRemainingColumn(), rp.TextColumn("{task.fields[stats]}"), console=con,
+                                   refresh_per_second=1)
+            self.task = self.bar.add_task(name, total=total, completed=start, stats="")
+            self.bar.start()
+
+    def update(self, step: int, metrics: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, stats=step_text(metrics))
+        else:
+            log.info("step %d/%d: %s", step, self.total, step_text(metrics))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def run_summary(run_dir: Path, cfg, seconds: float) -> list[str]:
+    """The closing lines of ``tokencredit train``: held-out accuracy before -> after, time taken, and
+    where the run folder, report.png, the HF export and the engine logs are."""
+    from rl.log import relative
+
+    run_dir = Path(run_dir)
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    last = max((r["step"] for r in rows), default=0)
+    lines = [f"done: {cfg.name}, {last} steps in {format_seconds(seconds)}"]
+    held_out, steps = [], set()
+    for label, key in eval_fields(cfg.eval.pass_k):
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        steps.update(s for s, _ in points)
+        if len(points) > 1:
+            held_out.append(f"{label} {points[0][1]:.1%} -> {points[-1][1]:.1%}")
+        elif points:
+            held_out.append(f"{label} {points[0][1]:.1%}")
+    if held_out:
+        span = f"step {min(steps)} -> {max(steps)}" if len(steps) > 1 else f"step {max(steps)}"
+        lines.append(f"  held-out accuracy   {', '.join(held_out)}  ({span})")
+    lines.append(f"  run folder          {relative(run_dir)}")
+    for label, path in (("report", run_dir / "report.png"), ("HF model", run_dir / "hf_model"),
+                        ("engine logs", run_dir / "logs")):
+        if path.exists():
+            lines.append(f"  {label:<20}{relative(path)}")
+    return lines
 
 
 def truncate_metrics(path: Path, start_step: int) -> int:

@@ -27,6 +27,7 @@ from rl.config import Config
 from rl.experience import Experience
 from rl.metrics import RankMetrics
 from rl.tracking import Timer
+from rollout.logs import capture_actor_output
 
 EXPERIENCE_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "group_id", "rewards",
                    "sampler_logp", "truncated", "correct", "token_mask")
@@ -68,6 +69,7 @@ def free_port() -> int:
 
 class TrainerRank:
     def __init__(self, cfg: Config, model_path: str, rank: int, world_size: int, total_optimizer_steps: int) -> None:
+        capture_actor_output(f"trainer-{rank}")  # DeepSpeed/torch output -> the run folder's logs/ (rollout/logs.py)
         self.cfg, self.model_path, self.rank, self.world = cfg, model_path, rank, world_size
         self.total_optimizer_steps = total_optimizer_steps
         self.engine = None

@@ -4,7 +4,16 @@ Never imports ``rl`` (dependencies point one way: rl -> rollout).
 """
 
 from rollout.errors import RolloutError
-from rollout.pool import RolloutPool
 from rollout.types import Completion, EngineSpec, SamplingSpec, WorkerInfo
 
 __all__ = ["Completion", "EngineSpec", "RolloutError", "RolloutPool", "SamplingSpec", "WorkerInfo"]
+
+
+def __getattr__(name: str):
+    # RolloutPool imports Ray and torch (seconds): only when it is asked for, so that light modules
+    # (rollout.logs, rollout.types, used by every `tokencredit` command) import fast
+    if name == "RolloutPool":
+        from rollout.pool import RolloutPool
+
+        return RolloutPool
+    raise AttributeError(f"module 'rollout' has no attribute {name!r}")

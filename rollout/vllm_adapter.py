@@ -31,6 +31,7 @@ import sys
 
 import torch
 
+from rollout.logs import ENV_DIR, ENV_VERBOSE, forward_errors, verbose_from_env
 from rollout.types import Completion, EngineSpec, SamplingSpec
 from rollout.weight_sync.packing import TensorMeta, unpack_bucket
 from rollout.weight_sync.safetensors_file import mapped_bucket_files
@@ -64,9 +65,14 @@ def engine_process_env(on_gpu: bool, cpu_threads: int, preload: bool) -> dict[st
     whole core for it. OMP_NUM_THREADS is set explicitly because Ray would otherwise
     pin it to the actor's logical CPU count.
     """
+    to_file = bool(os.environ.get(ENV_DIR))  # a training run: the worker's output goes to RUN/logs/ (rollout/logs.py)
     env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false",
-           # vLLM logs every weight reload / cache reset at INFO into the trainer's console
-           "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}
+           # the whole engine log in the run's log file; without one, vLLM's INFO lines (every weight
+           # reload, every cache reset) would fill the console
+           "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "INFO" if to_file else "WARNING")}
+    for key in (ENV_DIR, ENV_VERBOSE):  # explicit, so it also holds on a Ray instance started before the run
+        if os.environ.get(key):
+            env[key] = os.environ[key]
     if not on_gpu:
         env["OMP_NUM_THREADS"] = str(cpu_threads)
         env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
@@ -154,6 +160,9 @@ class VLLMEngine:
     def __init__(self, spec: EngineSpec, worker_index: int = 0):
         from vllm import LLM
 
+        forward_errors("vllm")  # vLLM's own handler writes to the log file; its errors reach the console too
+        if not verbose_from_env():
+            logging.getLogger("vllm.model_executor.models.utils").addFilter(_DowncastOnce())
         self.spec = spec
         self.worker_index = worker_index
         kwargs = dict(
@@ -232,6 +241,31 @@ class _ExpectedReloadWarnings(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.msg == "%s: Failed to load weights" and record.args
                     and str(record.args[0]).endswith(self.NO_CHECKPOINT_TENSORS))
+
+
+class _DowncastOnce(logging.Filter):
+    """Keep one of vLLM's "Attempted to load weight X with dtype torch.float32 into parameter with dtype
+    torch.bfloat16" lines. It comes once per tensor (about 120 for the bundled model, stored in float32
+    and run at model.dtype=bfloat16) at every engine start and means only that the weights are cast
+    to model.dtype; any other dtype mismatch is still logged each time."""
+
+    MSG = "Attempted to load weight %s with dtype %s into parameter with dtype %s"
+    WIDE, NARROW = ("torch.float32", "torch.float64"), ("torch.bfloat16", "torch.float16", "torch.float32")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if record.msg != self.MSG or len(args) != 3 or str(args[1]) not in self.WIDE or str(args[2]) not in self.NARROW \
+                or str(args[1]) == str(args[2]):
+            return True
+        self.count += 1
+        if self.count > 1:
+            return False
+        record.msg = self.MSG + " (the checkpoint is wider than model.dtype: cast; the other weights are not listed)"
+        return True
 
 
 class WeightSyncExtension:

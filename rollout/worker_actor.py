@@ -12,6 +12,7 @@ import socket
 import tempfile
 
 from rollout.errors import RolloutError
+from rollout.logs import capture_actor_output
 from rollout.types import Completion, EngineSpec, SamplingSpec
 
 
@@ -22,6 +23,7 @@ def _last_line(exc: BaseException) -> str:
 
 class RolloutWorker:
     def __init__(self, spec: EngineSpec, index: int):
+        capture_actor_output(f"rollout-{index}")  # engine output -> the run folder's logs/ (rollout/logs.py)
         self.spec = spec
         self.index = index
         self.engine = None

@@ -92,17 +92,18 @@ def build_dpo_components(cfg: Config, recipe_path: str | None) -> DPOComponents:
     from rewards import RewardScorer
     from rl.data import load_eval_prompts
     from rl.dpo_config import BUILTIN_CRITICAL, BUILTIN_SELF, needs_rollout
+    from rl.log import attach_run_log
     from rl.models import resolve_model
     from rl.objectives.preference import PairBatcher
     from rl.pair_source import ensure_builtin_pairs, ensure_critical_pairs, resolved_data_config
     from rl.placement import make_placement
-    from rl.setup import init_ray, make_pool, make_run_dir
+    from rl.setup import describe_trainer, init_ray, make_pool, make_run_dir, starting
     from rl.trainer_group import TrainerGroup
 
     run_dir = make_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    print(f"[tokencredit] run folder: {run_dir}", flush=True)
+    attach_run_log(run_dir)  # "run folder: ..."; logs/driver.log, and each Ray actor's logs/NAME.log
     model_path = resolve_model(cfg.model.name_or_path)
     resolve_guidance(cfg)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -137,7 +138,8 @@ def build_dpo_components(cfg: Config, recipe_path: str | None) -> DPOComponents:
             pool = None
         d = cfg.dpo
         steps = math.ceil(d.epochs * len(pairs) / d.pairs_per_step) if d.epochs > 0 else cfg.trainer.steps
-        trainers = TrainerGroup(cfg, model_path, steps, placement)
+        with starting(describe_trainer(cfg)):
+            trainers = TrainerGroup(cfg, model_path, steps, placement)
         if pool is not None:
             trainers.attach_rollout(pool.sync_target())
     except BaseException:
