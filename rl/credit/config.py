@@ -41,6 +41,9 @@ class D3SConfig:
                                "None = sum of N_s (spec Q1): the step keeps all, a no-op. The shipped D3S recipes use 0.5")
     token_scope: str = _h("global", "D3S: top-K of |A|*H 'global' over the batch (spec Q2) | per 'response'")
     zero_tol: float = _h(1e-6, "D3S: |A| <= this counts as a zero advantage (never kept while non-zero rows remain)")
+    schedule_steps: int | None = _h(None, "D3S: optimizer steps over which the linear schedule relaxes, p = "
+                                    "min(1, step / (schedule_steps - 1)); None = trainer.steps. Set it to run D3S "
+                                    "longer than its schedule (e.g. to an equal trainer-time budget)", ge=1)
 
     def __post_init__(self) -> None:
         self.check()
@@ -59,6 +62,8 @@ class D3SConfig:
             _in_range(prefix, name, getattr(self, name), 0.0, 1.0, lo_open=True)
         if self.zero_tol < 0:
             raise ValueError(f"{prefix}.zero_tol: {self.zero_tol} must be >= 0")
+        if self.schedule_steps is not None and self.schedule_steps < 1:
+            raise ValueError(f"{prefix}.schedule_steps: {self.schedule_steps} must be >= 1 (or null)")
 
 
 @dataclass

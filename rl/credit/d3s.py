@@ -15,7 +15,9 @@ Token level. Among kept rows keep the top-K% of tokens by |A_{i,t}| * H_{i,t}, w
 old policy's full-vocabulary entropy at the sampling temperature (``exp.entropy``).
 Ties with the K-th score are kept (``>=``, TRL's entropy-mask convention).
 
-Schedule. [N_s, K] = (1-p) [N_init, K_init] + p [N_final, K_final], p = ``ctx.progress``.
+Schedule. [N_s, K] = (1-p) [N_init, K_init] + p [N_final, K_final], p = ``ctx.progress``
+(step / (trainer.steps - 1)), or with ``schedule_steps=S`` p = min(1, step / (S - 1)): the
+schedule relaxes over S steps and a longer run continues at the final values.
 
 Interpretations flagged by the spec (config ``algorithm.d3s``):
 * N_init/N_final/K_init/K_final were not published: ``n_init=0.25``, ``n_final=1.0`` (of G,
@@ -148,6 +150,13 @@ class D3S(CreditModule):
         token_level = cfg.k_init < 1.0 or (cfg.schedule == "linear" and cfg.k_final < 1.0)
         self.needs = frozenset({"entropy"}) if token_level else frozenset()
 
+    def progress(self, ctx: CreditContext) -> float:
+        """p of the schedule: ``ctx.progress`` (over trainer.steps), or over ``schedule_steps`` when set."""
+        n = self.cfg.schedule_steps
+        if n is None:
+            return ctx.progress
+        return 1.0 if n <= 1 else min(1.0, max(0.0, ctx.step / (n - 1)))
+
     def schedule(self, progress: float) -> tuple[float, float]:
         """(N_s as configured - fraction or count -, K) at training progress p."""
         c = self.cfg
@@ -165,7 +174,7 @@ class D3S(CreditModule):
             raise ValueError("credit module d3s: exp.advantages is None; run the advantage estimator first")
         cfg = self.cfg
         cfg.check()
-        n_sched, _ = self.schedule(ctx.progress)
+        n_sched, _ = self.schedule(self.progress(ctx))
         adv = row_advantages(exp)
         eligible = exp.active_rows() & (adv.abs() > cfg.zero_tol)
 
@@ -210,7 +219,7 @@ class D3S(CreditModule):
         """Sample level (unless ``select_rows`` already ran on this batch), then token level."""
         metrics = {} if self._selected is exp else self.select_rows(exp, ctx)
         self._selected = None
-        _, k = self.schedule(ctx.progress)
+        _, k = self.schedule(self.progress(ctx))
         metrics["d3s/k"] = k
         valid = exp.loss_mask() > 0
         if k < 1.0:
