@@ -243,7 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest:  # overrides after a flag (`train quickstart --verbose trainer.steps=2`) are overrides too
+        if not hasattr(args, "overrides") or any(r.startswith("-") for r in rest):
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        args.overrides = [*args.overrides, *rest]
     from rl.log import setup_logging
 
     setup_logging()

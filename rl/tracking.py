@@ -162,7 +162,7 @@ def run_summary(run_dir: Path, cfg, seconds: float) -> list[str]:
     run_dir = Path(run_dir)
     rows = read_metrics(run_dir / "metrics.jsonl")
     last = max((r["step"] for r in rows), default=0)
-    lines = [f"done: {cfg.name}, {last} steps in {format_seconds(seconds)}"]
+    lines = [f"done: {cfg.name}, {last} step{'' if last == 1 else 's'} in {format_seconds(seconds)}"]
     held_out, steps = [], set()
     for label, key in eval_fields(cfg.eval.pass_k):
         points = [(r["step"], r[key]) for r in rows if key in r]
