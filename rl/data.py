@@ -131,15 +131,17 @@ def load_prompts(cfg, tokenizer, split: str, limit: int | None = None) -> Prompt
 
 
 def _check_cfg(cfg) -> None:
-    """The data.* settings load_prompts relies on (also reached without rl.config.validate)."""
-    if cfg.on_long_prompt not in ("drop", "error"):
-        raise DataError(f"data.on_long_prompt: {cfg.on_long_prompt!r} is not one of ['drop', 'error']")
-    if cfg.chat_template_fallback not in ("error", "plain"):
-        raise DataError(f"data.chat_template_fallback: {cfg.chat_template_fallback!r} is not one of ['error', 'plain']")
-    if cfg.max_prompt_tokens < 1:
-        raise DataError(f"data.max_prompt_tokens: {cfg.max_prompt_tokens} must be >= 1")
-    if not 0 <= cfg.holdout_fraction < 1:
-        raise DataError(f"data.holdout_fraction: {cfg.holdout_fraction} must be in [0, 1)")
+    """The data.* settings load_prompts relies on, against their declared valid values (rl/config.py
+    DataConfig; a recipe was checked already, this covers configs built in code)."""
+    import dataclasses
+
+    from rl.fields import check_fields
+
+    if dataclasses.is_dataclass(cfg):
+        try:
+            check_fields(cfg, "data")
+        except ValueError as e:
+            raise DataError(str(e)) from None
 
 
 def load_train_prompts(cfg, tokenizer, limit: int | None = None) -> PromptSet:

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from rl.fields import help_field as _h
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("grpo", "dpo")
-MODES = ("offline", "online")
-REFERENCE_LOGP = ("on_the_fly", "precompute")
-PAIR_RULES = ("default", "cdpo")  # rl/pairs.py RULES (a test keeps them in step)
+Family = Literal["grpo", "dpo"]  # the type of Config.family
+PairRule = Literal["default", "cdpo"]  # rl/pairs.py RULES (a test keeps them in step)
+FAMILIES = get_args(Family)
+PAIR_RULES = get_args(PairRule)
 BUILTIN_SELF = "builtin:self"  # pairs from the model's own samples on data: (rl/pair_source.py)
 BUILTIN_CRITICAL = "builtin:critical"  # the same + cDPO's p_CE columns (rl/critical_tokens.py)
 BUILTIN_PAIRS = (BUILTIN_SELF, BUILTIN_CRITICAL)
@@ -32,25 +33,28 @@ BUILTIN_PAIRS = (BUILTIN_SELF, BUILTIN_CRITICAL)
 
 @dataclass
 class DPOLoopConfig:
-    mode: str = _h("offline", "offline (epochs over a fixed set of pairs) | online (each step samples rollout.n "
-                   "responses per prompt from the current policy, pairs them by dpo.pair_rule, updates, syncs)")
+    mode: Literal["offline", "online"] = _h(
+        "offline", "offline (epochs over a fixed set of pairs) | online (each step samples rollout.n responses per "
+        "prompt from the current policy, pairs them by dpo.pair_rule, updates, syncs)")
     pairs_per_step: int = _h(8, "offline: pairs per optimizer step (online: trainer.prompts_per_step prompts, "
-                             "at most one pair each)")
+                             "at most one pair each)", ge=1)
     epochs: float = _h(0.0, "offline: > 0 sets trainer.steps = ceil(epochs * pairs / pairs_per_step); 0 = use "
-                       "trainer.steps")
+                       "trainer.steps", ge=0)
     shuffle: bool = _h(True, "offline: a fresh seeded pair order each epoch (trainer.seed; resumes repeat it)")
-    reference_logp: str = _h("on_the_fly", "on_the_fly (a no-grad reference pass every step, as TRL) | "
-                             "precompute (once per pair before training, kept per response token; offline only)")
+    reference_logp: Literal["on_the_fly", "precompute"] = _h(
+        "on_the_fly", "on_the_fly (a no-grad reference pass every step, as TRL) | precompute (once per pair before "
+        "training, kept per response token; offline only)")
     guidance_model: str | None = _h(None, "TGDPO (2506.14574): the guidance model pi_hat (a DPO-trained policy; "
-                                    "bundled name or HF folder), loaded frozen only when preference.loss=tgdpo")
-    pair_rule: str = _h("default", "online and builtin:self pairs (rl/pairs.py): default (a correct vs an "
-                        "incorrect sample) | cdpo (most frequent correct vs incorrect answer, 2411.19943)")
-    build_seed: int = _h(0, "builtin:self: seed of the pair sampling and selection")
-    build_limit: int | None = _h(None, "builtin:self: use at most this many prompts of data.train_split")
+                                    "bundled name or HF folder), loaded frozen only when preference.loss=tgdpo",
+                                    any_value=True)
+    pair_rule: PairRule = _h("default", "online and builtin:self pairs (rl/pairs.py): default (a correct vs an "
+                             "incorrect sample) | cdpo (most frequent correct vs incorrect answer, 2411.19943)")
+    build_seed: int = _h(0, "builtin:self: seed of the pair sampling and selection", ge=0)
+    build_limit: int | None = _h(None, "builtin:self: use at most this many prompts of data.train_split", ge=1)
     keep_truncated: bool = _h(False, "online and builtin:self: allow responses cut at rollout.max_tokens "
                               "(they have no EOS)")
     eval_pairs: int = _h(256, "held-out pairs for eval/reward_accuracy (preference_data.test_split or "
-                         "holdout_fraction; online: none); 0 = off")
+                         "holdout_fraction; online: none); 0 = off", ge=0)
     eval_generation: bool = _h(False, "offline: also greedy accuracy / pass@k on data.test_split with the "
                                "rollout workers (online always does, as the GRPO loop)")
 
@@ -68,18 +72,9 @@ def needs_rollout(cfg) -> bool:
 def validate_dpo(cfg, source: str, fail) -> None:
     """Checks of ``family: dpo`` recipes; ``fail(source, key, msg)`` builds the error to raise."""
     d, p, pd, t = cfg.dpo, cfg.preference, cfg.preference_data, cfg.trainer
-    for key, value, allowed in (("dpo.mode", d.mode, MODES), ("dpo.reference_logp", d.reference_logp, REFERENCE_LOGP),
-                                ("dpo.pair_rule", d.pair_rule, PAIR_RULES)):
-        if value not in allowed:
-            raise fail(source, key, f"{value!r} is not one of {list(allowed)}")
+    # the fields' own valid values (choices, ranges) are declared on them and checked before this
     if cfg.family != "dpo":
         return
-    if d.pairs_per_step < 1:
-        raise fail(source, "dpo.pairs_per_step", "must be >= 1")
-    if d.epochs < 0:
-        raise fail(source, "dpo.epochs", "must be >= 0")
-    if d.eval_pairs < 0:
-        raise fail(source, "dpo.eval_pairs", "must be >= 0")
     if t.micro_batch_size < 2:
         raise fail(source, "trainer.micro_batch_size",
                    f"{t.micro_batch_size}: a preference micro-batch holds whole pairs (2 rows each); use >= 2")

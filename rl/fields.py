@@ -118,7 +118,7 @@ def declares_values(meta: dict, hint: Any) -> bool:
 
 
 def _num(x: Any) -> str:
-    return repr(x) if not isinstance(x, float) or x != int(x) or abs(x) >= 1e15 else str(x)
+    return str(int(x)) if isinstance(x, float) and x.is_integer() and abs(x) < 1e15 else repr(x)
 
 
 def range_text(meta: dict) -> str | None:
@@ -184,8 +184,11 @@ def check_value(key: str, value: Any, meta: dict, hint: Any) -> None:
     for length_of in ([value] if isinstance(value, (str, list, tuple)) else []):
         n = len(length_of.strip()) if isinstance(length_of, str) else len(length_of)
         lo, hi = meta.get("min_len"), meta.get("max_len")
+        if n == 0 and lo:
+            raise FieldError(f"{key}: {value!r} is empty (valid: {valid_text(meta, hint)})")
         if (lo is not None and n < lo) or (hi is not None and n > hi):
-            raise FieldError(f"{key}: {value!r} has the wrong length (valid: {valid_text(meta, hint)})")
+            raise FieldError(f"{key}: {value!r} has {n} {'items' if item is not None else 'characters'} "
+                             f"(valid: {valid_text(meta, hint)})")
     choices = choices_of(meta, hint)
     for i, v in (enumerate(items) if item is not None else [(None, value)]):
         where = key if i is None else f"{key}[{i}]"

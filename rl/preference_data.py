@@ -66,8 +66,6 @@ from rl.preference_data_config import PreferenceDataConfig  # noqa: F401 - re-ex
 
 log = logging.getLogger(__name__)
 
-TRUNCATION_MODES = ("none", "keep_start")
-ON_BAD_PAIR = ("drop", "error")
 BAD_KINDS = ("missing", "empty", "malformed", "identical", "too_long", "bad_weight")
 _SOURCE_KEYS = re.compile(r"\bdata\.(source|subset|train_split|test_split|holdout_fraction)\b")
 
@@ -200,24 +198,17 @@ def _report(ps: PairSet, where: str, total: int, allow_empty: bool) -> None:
 
 
 def _check_cfg(cfg: PreferenceDataConfig, section: str) -> None:
-    problems = []
+    """The fields' declared valid values and their relations (rl/config.py checks the same for a recipe;
+    this covers configs built in code)."""
+    from rl.fields import check_fields
+
+    try:
+        check_fields(cfg, section)
+        cfg.check(section)
+    except ValueError as e:
+        raise DataError(str(e)) from None
     if not cfg.source:
-        problems.append("source is empty: name a file, a directory or a hub dataset")
-    if cfg.on_bad_pair not in ON_BAD_PAIR:
-        problems.append(f"on_bad_pair: {cfg.on_bad_pair!r} is not one of {list(ON_BAD_PAIR)}")
-    if cfg.truncation_mode not in TRUNCATION_MODES:
-        problems.append(f"truncation_mode: {cfg.truncation_mode!r} is not one of {list(TRUNCATION_MODES)}")
-    if cfg.max_length < 2:
-        problems.append(f"max_length: {cfg.max_length} must be >= 2")
-    if not 1 <= cfg.max_prompt_length < cfg.max_length:
-        problems.append(f"max_prompt_length: {cfg.max_prompt_length} must be >= 1 and below max_length="
-                        f"{cfg.max_length} (room for a response)")
-    if not cfg.chosen_field or not cfg.rejected_field or cfg.chosen_field == cfg.rejected_field:
-        problems.append("chosen_field and rejected_field must be two different non-empty names")
-    if not 0 <= cfg.holdout_fraction < 1:
-        problems.append(f"holdout_fraction: {cfg.holdout_fraction} must be in [0, 1)")
-    if problems:
-        raise DataError("; ".join(f"{section}.{p}" for p in problems))
+        raise DataError(f"{section}.source is empty: name a file, a directory or a hub dataset")
 
 
 def _load(cfg: PreferenceDataConfig, split: str, section: str):

@@ -7,8 +7,9 @@ recommendation; the help names the paper. ``check()`` runs on construction and n
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-from rl.fields import help_field
+from rl.fields import check_fields, help_field
 
 _h = help_field
 
@@ -20,70 +21,50 @@ TREG_WORSE = ("Write a response to the request below that is unhelpful, incorrec
               "{prompt}")
 
 # The registered names (rl/algorithms/preference.py); a test keeps the two in step.
-PREFERENCE_LOSS_NAMES = ("dpo", "ipo", "tdpo1", "tdpo2", "tgdpo", "cdpo", "treg")
+PreferenceLoss = Literal["dpo", "ipo", "tdpo1", "tdpo2", "tgdpo", "cdpo", "treg"]
+PREFERENCE_LOSS_NAMES = get_args(PreferenceLoss)
 
 
 @dataclass
 class PreferenceConfig:
     """DPO 2305.18290, IPO 2310.12036, TDPO 2404.11999, TGDPO 2506.14574, cDPO 2411.19943, T-REG 2412.02685"""
 
-    loss: str = _h("dpo", f"preference loss: one of {list(PREFERENCE_LOSS_NAMES)}")
-    beta: float = _h(0.1, "DPO beta (2305.18290; TRL default 0.1); IPO's tau; TDPO/TGDPO/cDPO/T-REG beta")
+    loss: PreferenceLoss = _h("dpo", "preference loss (rl/algorithms/preference.py)")
+    beta: float = _h(0.1, "DPO beta (2305.18290; TRL default 0.1); IPO's tau; TDPO/TGDPO/cDPO/T-REG beta", gt=0)
     label_smoothing: float = _h(0.0, "conservative DPO eps: -(1-eps) log s(beta h) - eps log s(-beta h), "
-                                     "for every sigmoid loss (not IPO); 0 = plain DPO")
-    tdpo_alpha: float = _h(0.5, "TDPO2 (2404.11999): weight of SeqKL(y_l) - sg(SeqKL(y_w)) (tdpo.yaml 0.5)")
-    tgdpo_alpha: float = _h(0.5, "TGDPO (2506.14574): token weights 1 +/- alpha * r_hat (official 0.5)")
+                                     "for every sigmoid loss (not IPO); 0 = plain DPO", ge=0, lt=0.5)
+    tdpo_alpha: float = _h(0.5, "TDPO2 (2404.11999): weight of SeqKL(y_l) - sg(SeqKL(y_w)) (tdpo.yaml 0.5)", ge=0)
+    tgdpo_alpha: float = _h(0.5, "TGDPO (2506.14574): token weights 1 +/- alpha * r_hat (official 0.5)", ge=0)
     tgdpo_guidance_beta: float | None = _h(None, "TGDPO: r_hat = beta_g (log pi_hat - log pi_ref); None = "
-                                                 "the run's beta (official code, spec Q5)")
+                                                 "the run's beta (official code, spec Q5)", gt=0)
     tgdpo_clamp: bool = _h(False, "TGDPO: clamp negative token weights at 0 (a deviation; the official code "
                                   "does not; spec §6.8); the count is logged either way")
     cdpo_only_neg: bool = _h(True, "cDPO (2411.19943): weight only rejected tokens by 1 - p_CE (official, "
                                    "spec Q2); False also weights chosen tokens by p_CE (ablation)")
     cdpo_beta_ce: float = _h(1.0, "cDPO: p_CE = softmax((1+b) log p_pos - b log p_neg)[y_t] (code form, "
-                                  "b=1 hard-coded there, spec Q1)")
-    cdpo_eos_weight: str = _h("one", "cDPO: EOS weight 'one' on both sides (official code; needs eos_mask) | "
+                                  "b=1 hard-coded there, spec Q1)", ge=0)
+    cdpo_eos_weight: Literal["one", "score"] = _h("one", "cDPO: EOS weight 'one' on both sides (official code; needs eos_mask) | "
                                      "'score' (EOS weighted by its p_CE like any token)")
     treg_alpha: float = _h(0.25, "T-REG (2412.02685): weight of the token regulariser (tuned in "
-                                 "{0.1, 0.25, 0.5}; spec Q7)")
-    treg_token_reduction: str = _h("sum", "T-REG: L_REG summed over tokens ('sum', spec Q7) | 'mean'")
+                                 "{0.1, 0.25, 0.5}; spec Q7)", ge=0)
+    treg_token_reduction: Literal["sum", "mean"] = _h("sum", "T-REG: L_REG summed over tokens ('sum', spec Q7) | "
+                                                      "'mean'")
     treg_detach_weight: bool = _h(True, "T-REG: sequence weight w = s(r_l - r_w) is a constant (spec Q7)")
-    treg_evaluator: str = _h("reference", "T-REG: the model scoring the response under both prompts: 'reference' "
+    treg_evaluator: Literal["reference", "policy"] = _h("reference", "T-REG: the model scoring the response under both prompts: 'reference' "
                                           "(frozen, spec Q7) | 'policy' (the current policy, no grad)")
     treg_better_template: str = _h(TREG_BETTER, "T-REG: the 'better' revision prompt; {prompt} stands for the "
-                                                "pair's prompt tokens (templates unpublished, spec §5)")
-    treg_worse_template: str = _h(TREG_WORSE, "T-REG: the 'worse' revision prompt; {prompt} as above")
-    chunk_tokens: int = _h(1024, "TDPO KL / cDPO p_CE: tokens per chunk of the full-vocabulary passes")
+                                                "pair's prompt tokens (templates unpublished, spec §5)",
+                                      placeholders=("prompt",))
+    treg_worse_template: str = _h(TREG_WORSE, "T-REG: the 'worse' revision prompt; {prompt} as above",
+                                  placeholders=("prompt",))
+    chunk_tokens: int = _h(1024, "TDPO KL / cDPO p_CE: tokens per chunk of the full-vocabulary passes", ge=1)
 
     def __post_init__(self) -> None:
         self.check()
 
     def check(self, prefix: str = "preference") -> None:
-        if self.loss not in PREFERENCE_LOSS_NAMES:
-            raise ValueError(f"{prefix}.loss: {self.loss!r} is not one of {list(PREFERENCE_LOSS_NAMES)}")
-        if not self.beta > 0:
-            raise ValueError(f"{prefix}.beta: {self.beta} must be > 0")
-        if not 0.0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"{prefix}.label_smoothing: {self.label_smoothing} is not in [0, 0.5)")
+        """The fields' declared valid values (rl/fields.py), then the relation between two of them."""
+        check_fields(self, prefix)
         if self.loss == "ipo" and self.label_smoothing:
             raise ValueError(f"{prefix}.label_smoothing: {self.label_smoothing} applies to sigmoid losses; "
                              f"{prefix}.loss=ipo has no label smoothing")
-        for name in ("tdpo_alpha", "tgdpo_alpha", "cdpo_beta_ce", "treg_alpha"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{prefix}.{name}: {getattr(self, name)} must be >= 0")
-        if self.tgdpo_guidance_beta is not None and not self.tgdpo_guidance_beta > 0:
-            raise ValueError(f"{prefix}.tgdpo_guidance_beta: {self.tgdpo_guidance_beta} must be > 0 or null")
-        if self.cdpo_eos_weight not in ("one", "score"):
-            raise ValueError(f"{prefix}.cdpo_eos_weight: {self.cdpo_eos_weight!r} is not one of "
-                             "['one', 'score']")
-        if self.treg_token_reduction not in ("sum", "mean"):
-            raise ValueError(f"{prefix}.treg_token_reduction: {self.treg_token_reduction!r} is not one of "
-                             "['sum', 'mean']")
-        if self.treg_evaluator not in ("reference", "policy"):
-            raise ValueError(f"{prefix}.treg_evaluator: {self.treg_evaluator!r} is not one of "
-                             "['reference', 'policy']")
-        for name in ("treg_better_template", "treg_worse_template"):
-            if getattr(self, name).count("{prompt}") != 1:
-                raise ValueError(f"{prefix}.{name}: must contain '{{prompt}}' exactly once (where the pair's "
-                                 "prompt goes)")
-        if self.chunk_tokens < 1:
-            raise ValueError(f"{prefix}.chunk_tokens: {self.chunk_tokens} must be >= 1")

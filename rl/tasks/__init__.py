@@ -22,6 +22,13 @@ def get_task(name: str) -> ModuleType:
     return TASKS[name]
 
 
+def check_task(name: str, task_cfg) -> None:
+    """The task exists and its own relations between the data.task knobs hold (rl/config.py validate)."""
+    check = getattr(get_task(name), "check", None)
+    if check is not None:
+        check(task_cfg)
+
+
 def generate_task(name: str, task_cfg, split: str) -> list[dict]:
     """Rows of built-in task ``name`` for ``split``; raises naming the key on bad knobs."""
     return get_task(name).generate(task_cfg, split)
