@@ -62,7 +62,7 @@ def cmd_train(args) -> int:
 
         print(to_yaml(cfg))
         return 0
-    setup_logging(verbose=args.verbose, level=getattr(cfg.logging, "level", "info"))
+    setup_logging(verbose=args.verbose, level=cfg.logging.level)
     quiet_libraries()
     log.info("%s", describe_run(cfg, recipe))
     if cfg.family == "dpo":  # offline pairs (rl/loops/dpo.py) or sampled each step (rl/loops/online_dpo.py)

@@ -237,7 +237,10 @@ class LoggingConfig:
     tensorboard: bool = _h(True, "write TensorBoard events")
     wandb_project: str | None = _h(None, "W&B project (None = off)", any_value=True)
     wandb_mode: Literal["online", "offline"] = _h("offline", "W&B mode")
-    progress: bool = _h(True, "live progress bar")
+    progress: bool = _h(True, "live progress bar on a terminal (off, or not a terminal: one line per step)")
+    level: Literal["info", "debug", "warning"] = _h(
+        "info", "console: info = phases, progress, summary (engine output only in RUN_DIR/logs/) | debug = also "
+        "every engine's output, as `tokencredit train --verbose` | warning = only warnings, errors, the summary")
     save_batches: bool = _h(True, "save each step's tokens + credit for `tokencredit inspect`")
 
 
