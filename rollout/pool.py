@@ -39,10 +39,7 @@ from rollout.types import Completion, EngineSpec, SamplingSpec, WorkerInfo
 from rollout.weight_sync import SyncTarget, resolve_backend
 from rollout.weight_sync.packing import bucket_named_tensors
 from rollout.weight_sync.prepare import read_model_layout, validate_named_tensors
-from rollout.worker_actor import RolloutWorker
-
-BACKENDS = ("vllm", "hf")
-DTYPES = ("bfloat16", "float16", "float32", "auto")
+from rollout.worker_actor import RolloutWorker, check_backend
 
 
 def check_sampling(sampling: SamplingSpec) -> None:
@@ -112,8 +109,10 @@ class RolloutPool:
         (passed on to ``vllm.LLM``), ``placement`` (worker index -> extra Ray actor options, e.g. a
         placement-group bundle; rl/placement.py).
         """
-        self._check_settings(num_workers, backend, dtype, max_model_len, memory_fraction,
-                             sync_bucket_mb, sync_timeout_s, generate_timeout_s, start_timeout_s)
+        # The settings arrive checked: a recipe's values against their declared valid values (rl/config.py,
+        # before anything starts), so the pool keeps no second list of them. An unknown backend name still
+        # fails here, by the dispatch tables (rollout/worker_actor.py ENGINES, rollout/weight_sync backend_classes).
+        check_backend(backend)
         self.workers: list[WorkerHandle] = []
         self._sync = None  # a backend in this process, built by the first sync_weights call
         self._sync_settings = (sync_bucket_mb, sync_timeout_s)
@@ -154,26 +153,6 @@ class RolloutPool:
             raise
 
     # ---- start-up
-
-    @staticmethod
-    def _check_settings(num_workers, backend, dtype, max_model_len, memory_fraction, sync_bucket_mb,
-                        *timeouts) -> None:
-        if not isinstance(num_workers, int) or num_workers < 1:
-            raise ValueError(f"rollout.num_workers={num_workers!r} must be an integer >= 1")
-        if backend not in BACKENDS:
-            raise ValueError(f"rollout.backend={backend!r} must be one of {BACKENDS}")
-        if dtype not in DTYPES:
-            raise ValueError(f"model.dtype={dtype!r} must be one of {DTYPES}")
-        if max_model_len < 2:
-            raise ValueError(f"rollout.max_model_len={max_model_len} is too small")
-        if not 0 < memory_fraction <= 1:
-            raise ValueError(f"rollout.memory_fraction={memory_fraction} must be in (0, 1]")
-        if sync_bucket_mb <= 0:
-            raise ValueError(f"rollout.sync_bucket_mb={sync_bucket_mb} must be positive")
-        names = ("rollout.sync_timeout_s", "rollout.generate_timeout_s", "rollout.start_timeout_s")
-        for name, value in zip(names, timeouts):
-            if value <= 0:
-                raise ValueError(f"{name}={value} must be positive")
 
     @staticmethod
     def _check_resources(num_workers: int, cpus: float, gpus: float) -> None:

@@ -15,6 +15,14 @@ from rollout.errors import RolloutError
 from rollout.logs import capture_actor_output
 from rollout.types import Completion, EngineSpec, SamplingSpec
 
+# rollout.backend -> (module, engine class): the engines this worker can run, imported only when started
+ENGINES = {"vllm": ("rollout.vllm_adapter", "VLLMEngine"), "hf": ("rollout.hf_backend", "HFEngine")}
+
+
+def check_backend(backend: str) -> None:
+    if backend not in ENGINES:
+        raise RolloutError(f"rollout.backend={backend!r} is not one of {', '.join(ENGINES)}")
+
 
 def _last_line(exc: BaseException) -> str:
     lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
@@ -41,15 +49,12 @@ class RolloutWorker:
         reason = check_model_path(self.spec.model_path)  # before paying for the engine's imports
         if reason:
             raise RolloutError(f"{self.spec.backend} engine could not start: {reason}")
+        check_backend(self.spec.backend)
         try:
-            if self.spec.backend == "hf":
-                from rollout.hf_backend import HFEngine
+            import importlib
 
-                self.engine = HFEngine(self.spec, self.index)
-            else:
-                from rollout.vllm_adapter import VLLMEngine
-
-                self.engine = VLLMEngine(self.spec, self.index)
+            module, cls = ENGINES[self.spec.backend]
+            self.engine = getattr(importlib.import_module(module), cls)(self.spec, self.index)
         except Exception as exc:  # explained here, where the engine's own message is at hand
             reason = None
             if self.spec.backend != "hf":

@@ -109,11 +109,13 @@ class SyncTarget:
 
 
 def resolve_backend(name: str, *, cuda_available: bool, num_gpus_per_worker: float) -> str:
-    """The backend ``auto`` stands for, or ``name`` itself after checking it exists."""
-    known = ("auto", "cpu_shm", "nccl", "cuda_ipc")
-    if name not in known:
-        raise RolloutError(f"rollout.sync_backend={name!r} is not one of {', '.join(known)}")
+    """The backend ``auto`` stands for, or ``name`` itself after checking it is implemented (a recipe's value
+    was checked against its declared choices already; this is for callers of the pool's API)."""
+    from rollout.weight_sync import backend_classes
+
     if name != "auto":
+        if name not in backend_classes():
+            raise RolloutError(f"rollout.sync_backend={name!r} is not one of auto, {', '.join(backend_classes())}")
         return name
     if not cuda_available or num_gpus_per_worker <= 0:
         return "cpu_shm"
