@@ -167,7 +167,7 @@ def test_summary_and_claims_on_made_up_runs() -> None:
     assert d3s[0]["verdict"] == "supports"  # 25% < 30%
     assert d3s[1]["verdict"] == "supports"  # 0.5 vs 0.40 at equal time; threshold 2.776 * 0.01 * sqrt(2/3)
     assert d3s[2]["verdict"] == "supports"  # 66.7 s < 100 s
-    assert d3s[3]["verdict"] == "refutes" and d3s[3]["counts"] is False  # equal steps (information only)
+    assert d3s[3]["verdict"] == "arm lower" and d3s[3]["counts"] is False  # equal steps (information only)
     assert claims["d3s"]["verdict"] == "supports"
     assert claims["thr_exploit"]["verdict"] == "supports"
     assert claims["thr_explore"]["verdict"] == "refutes"  # pass@k 0.5 < 0.6
@@ -223,6 +223,7 @@ def test_quick_defaults_and_guards() -> None:
     a = ab.parse_args(["--quick"])
     assert a.steps == 2 and a.d3s_steps == 4 and a.seeds == [0] and a.arms == ["grpo", "d3s"]
     assert a.out == Path("/tmp/credit_ablation_quick") and a.name == "credit_ablation_quick"
+    assert f"eval.num_prompts={ab.QUICK_PROMPTS}" in a.extra
     with pytest.raises(SystemExit):
         ab.parse_args(["--quick", "--out", str(ab.RESULTS), "--name", "credit_ablation"])
     with pytest.raises(SystemExit):
@@ -233,15 +234,35 @@ def test_estimate_from_a_smoke() -> None:
     def run(arm, wall, trainer, **extra):
         return {"arm": arm, "per_step": {"wall_s": wall, "trainer_s": trainer, **extra},
                 "seconds": {"startup": 100.0},
-                "eval_seconds": [{"k": 8, "startup": 20.0, "total": 110.0}]}  # 10 s per sample set
+                # 50 prompts x (1 + 8) completions in 90 s: 0.2 s per completion
+                "eval_seconds": [{"k": 8, "num_prompts": 50, "startup": 20.0, "total": 110.0}]}
 
     runs = [run("grpo", 30.0, 20.0), run("d3s", 18.0, 8.0, wall_s_schedule=15.0, wall_s_after_schedule=21.0)]
-    e = ab.estimate_seconds(runs, 110.0, list(ab.ARMS), 3, 40, 80, 5)
-    assert e["eval_s_curve"] == pytest.approx(40.0) and e["eval_s_final"] == pytest.approx(110.0)
+    e = ab.estimate_seconds(runs, None, list(ab.ARMS), 3, 40, 80, 5, num_prompts=200)
+    # 200 prompts: 20 + (1 + k) * 200 * 0.2
+    assert e["eval_s_curve"] == pytest.approx(100.0) and e["eval_s_final"] == pytest.approx(380.0)
     grpo = e["per_arm"]["grpo"]
-    assert grpo["seconds_per_run"] == round(100 + 40 * 30 + 7 * 40 + 110)
+    assert grpo["seconds_per_run"] == round(100 + 40 * 30 + 7 * 100 + 380)
     d3s = e["per_arm"]["d3s"]
-    assert d3s["seconds_per_step"] == pytest.approx(18.0)
-    assert d3s["seconds_per_run"] == round(100 + 80 * 18 + 14 * 40 + 2 * 110)
+    assert d3s["seconds_per_step"] == pytest.approx(18.0)  # (40 * 15 + 40 * 21) / 80
+    assert d3s["seconds_per_run"] == round(100 + 80 * 18 + 14 * 100 + 2 * 380)
     assert e["per_arm"]["tw"]["seconds_per_step"] == pytest.approx(10 + 20 * ab.TRAINER_RATIO_PRIOR["tw"], abs=0.05)
-    assert e["total_s"] == round(110 + 3 * sum(v["seconds_per_run"] for v in e["per_arm"].values()))
+    assert e["total_s"] == round(380 + 3 * sum(v["seconds_per_run"] for v in e["per_arm"].values()))
+
+
+def test_summary_table_and_plot_on_made_up_runs(tmp_path: Path, capsys) -> None:
+    noise = [-0.01, 0.0, 0.01]
+    runs = {"grpo": [make_run("grpo", i, 0.40 + n, 0.6 + n, 10.0, 1.0) for i, n in enumerate(noise)],
+            "d3s": [make_run("d3s", i, 0.35 + n, 0.55 + n, 5.0, 0.25, extra_steps=10, end_greedy=0.5 + n)
+                    for i, n in enumerate(noise)],
+            "tw": [make_run("tw", i, 0.41 + n, 0.6, 14.0, 1.0) for i, n in enumerate(noise)]}
+    p = plan(argv=["--steps", "10", "--d3s-steps", "20"])
+    result = ab.summarise(p, runs, [0, 1, 2], {"greedy_acc": 0.1, "pass_at_k": 0.3, "k": 8}, None)
+    assert result["task_check"]["learns"] and result["task_check"]["headroom_left"]
+    assert [c["id"] for c in result["claims"]] == ["d3s", "tw"]
+    assert result["arms"]["d3s"]["trainer_time_ratio_to_grpo"] == pytest.approx(0.5)
+    ab.print_table(result)
+    out = capsys.readouterr().out
+    assert "SUPPORTS" in out and "task check" in out and "(end)" in out
+    ab.plot(result, tmp_path / "x.png")
+    assert (tmp_path / "x.png").stat().st_size > 10_000
