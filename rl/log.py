@@ -50,9 +50,10 @@ class _ConsoleHandler(logging.Handler):
         try:
             text = self.format(record)
             rich = console()
-            if rich is not None:
-                rich.print(text, style=self.STYLES.get(record.levelno), markup=False, highlight=False,
-                           soft_wrap=True)
+            if rich is not None:  # a Text keeps the style to this line (not the live bar printed after it)
+                from rich.text import Text
+
+                rich.print(Text(text, style=self.STYLES.get(record.levelno, "")), highlight=False, soft_wrap=True)
             else:
                 sys.stderr.write(text + "\n")
                 sys.stderr.flush()

@@ -236,7 +236,8 @@ def write_report(run_dir: Path, title: str) -> Path | None:
         ax.set_xlabel("step")
         ax.set_title(name)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # a panel with no curve (no eval yet) has no legend, and no warning
+            ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     out = run_dir / "report.png"
