@@ -64,6 +64,9 @@ def cmd_train(args) -> int:
         return 0
     setup_logging(verbose=args.verbose, level=cfg.logging.level)
     quiet_libraries()
+    from rl.models import check_models
+
+    check_models(cfg)  # a model.* problem: one line and exit 2 now, not a traceback once the engines started
     log.info("%s", describe_run(cfg, recipe))
     if cfg.family == "dpo":  # offline pairs (rl/loops/dpo.py) or sampled each step (rl/loops/online_dpo.py)
         from rl.loops import dpo, online_dpo
@@ -102,7 +105,7 @@ def cmd_build_pairs(args) -> int:
 
     from rewards import RewardScorer
     from rl.config import load_config
-    from rl.models import resolve_model
+    from rl.models import check_model
     from rl.pair_source import make_pairs
     from rl.placement import Placement
     from rl.setup import init_ray, make_pool
@@ -113,7 +116,7 @@ def cmd_build_pairs(args) -> int:
         from rl.config import ConfigError
 
         raise ConfigError(f"{recipe}: rewards.functions: build-pairs scores samples; name a reward function")
-    model_path = resolve_model(cfg.model.name_or_path)
+    model_path = check_model(cfg.model.name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     scorer = RewardScorer([{"name": f.name, "weight": f.weight, "kwargs": dict(f.kwargs)} for f in cfg.rewards.functions],
                           on_error=cfg.rewards.on_error, timeout_s=cfg.rewards.timeout_s,

@@ -13,6 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
+from rl.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 BUNDLED = {
@@ -26,11 +28,108 @@ def cache_dir() -> Path:
     return Path(root) / "models"
 
 
-def resolve_model(name_or_path: str, prepare: bool = True) -> str:
-    """A bundled short name -> its prepared directory; anything else is returned unchanged."""
+def resolve_model(name_or_path: str, prepare: bool = True, key: str = "model.name_or_path") -> str:
+    """A bundled short name -> its prepared directory; a local folder -> itself once it holds a model
+    (config.json and weights); anything else (a hub id) unchanged. Problems raise ``ModelError``: one line
+    naming ``key``, the path and what is wrong."""
     if name_or_path in BUNDLED:
-        return str(prepare_model(name_or_path) if prepare else cache_dir() / name_or_path)
+        if not prepare:
+            return str(cache_dir() / name_or_path)
+        try:
+            return str(prepare_model(name_or_path))
+        except (RuntimeError, OSError, ValueError) as e:
+            raise _model_error(key, name_or_path, f"the bundled model cannot be prepared: {_one_line(e)}") from None
+    path = Path(name_or_path).expanduser()
+    if path.exists() or _looks_local(name_or_path):
+        _check_folder(path, name_or_path, key)
+        return str(path)
     return name_or_path
+
+
+def check_model(name_or_path: str, key: str = "model.name_or_path") -> str:
+    """``resolve_model`` plus what the engines would find out a minute later: config.json can be read and
+    the tokenizer loads; for a name that is neither bundled nor a local folder, the HF hub is asked.
+    Returns the resolved path; raises ``ModelError`` (one line: key, path, what is wrong)."""
+    path = resolve_model(name_or_path, key=key)
+    from transformers import AutoConfig, AutoTokenizer
+
+    local = Path(path).is_dir()
+    cached_only = False  # a hub id with the hub out of reach: only the local HF cache can have it
+    if not local:
+        from rl.data import _hub_offline, _hub_unreachable
+
+        why = "HF_HUB_OFFLINE is set" if _hub_offline() else _hub_unreachable()
+        cached_only = bool(why)
+        where = f"not a bundled name ({', '.join(sorted(BUNDLED))}), not a local folder"
+        try:
+            AutoConfig.from_pretrained(path, local_files_only=cached_only)
+        except Exception as e:  # noqa: BLE001 - OSError, ValueError, HTTP errors: all mean "not a model"
+            hub = (f"not in the local HF cache, and the hub cannot be reached ({why})" if why
+                   else f"and not on the HF hub ({_one_line(e)})")
+            raise _model_error(key, name_or_path, f"{where}, {hub}") from None
+    else:
+        try:
+            AutoConfig.from_pretrained(path)
+        except Exception as e:  # noqa: BLE001
+            raise _model_error(key, path, f"config.json cannot be read: {_one_line(e)}") from None
+        files = {p.name for p in Path(path).iterdir()}
+        if not files & set(TOKENIZER_FILES):
+            raise _model_error(key, path, f"has no tokenizer ({' / '.join(TOKENIZER_FILES)}); save the model's "
+                               "tokenizer into the folder (tokenizer.save_pretrained)")
+    try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=cached_only)
+    except Exception as e:  # noqa: BLE001
+        raise _model_error(key, path, f"the tokenizer cannot be loaded: {_one_line(e)}") from None
+    if tok.eos_token_id is None:
+        raise _model_error(key, path, "the tokenizer has no EOS token (completions could never end)")
+    return path
+
+
+def check_models(cfg) -> str:
+    """Every model a recipe names (``model.name_or_path``; TGDPO's ``dpo.guidance_model``), checked before Ray
+    or any engine starts. Returns the policy's resolved path."""
+    path = check_model(cfg.model.name_or_path)
+    if cfg.family == "dpo" and cfg.preference.loss == "tgdpo" and cfg.dpo.guidance_model:
+        check_model(cfg.dpo.guidance_model, key="dpo.guidance_model")
+    return path
+
+
+class ModelError(ConfigError):
+    """A ``model.*`` (or other model path) setting that cannot work; the CLI prints it and exits 2."""
+
+
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+
+
+def _looks_local(name: str) -> bool:
+    """A path, not a hub id: absolute, ~, ./ or ../, or more than one '/' (hub ids are 'org/name')."""
+    return name.startswith(("/", "~", "./", "../")) or name in (".", "..") or name.count("/") > 1
+
+
+def _check_folder(path: Path, shown: str, key: str) -> None:
+    if not path.exists():
+        raise _model_error(key, shown, "no such folder (a bundled name, an HF model folder or a hub id 'org/name')")
+    if not path.is_dir():
+        raise _model_error(key, shown, "is a file; name the folder that holds config.json and the weights")
+    files = sorted(p.name for p in path.iterdir())
+    if "config.json" not in files:
+        if (path / "adapter_config.json").is_file():
+            raise _model_error(key, shown, "is a LoRA adapter folder; name its base model (merge the adapter "
+                               "into it first to train from it)")
+        listed = ", ".join(files[:6]) + (", ..." if len(files) > 6 else "") if files else "it is empty"
+        raise _model_error(key, shown, f"holds no config.json: not a Hugging Face model folder ({listed})")
+    if not any(next(path.glob(pattern), None) for pattern in WEIGHT_PATTERNS):
+        raise _model_error(key, shown, "has config.json but no weights (*.safetensors or pytorch_model*.bin)")
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return (text[:240] + " ...") if len(text) > 240 else text or type(e).__name__
+
+
+def _model_error(key: str, path: str, what: str) -> ModelError:
+    return ModelError(f"{key}: {path}: {what}")
 
 
 def prepare_model(name: str = "smollm2-135m", force: bool = False) -> Path:
