@@ -173,9 +173,12 @@ def cmd_inspect_pairs(args) -> int:
 
 def cmd_config_help(_args) -> int:
     from rl.config import describe
+    from rl.critical_tokens import SECTION, CriticalTokensConfig
 
-    for key, default, help_ in describe():
-        print(f"{key:<42} {default:<24} {help_}")
+    # key, type: valid values (declared beside each field, rl/fields.py), default, help
+    rows = describe() + describe(CriticalTokensConfig, SECTION)  # the second: `tokencredit critical-tokens` only
+    for key, kind, default, help_ in rows:
+        print(f"{key:<40} {kind:<34} {default:<12} {help_}")
     return 0
 
 
@@ -241,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     ip.add_argument("--max-length", type=int, default=1024, help="prompt + response tokens at most")
     ip.add_argument("--max-prompt-length", type=int, default=512, help="prompt tokens at most")
     ip.set_defaults(fn=cmd_inspect_pairs)
-    sub.add_parser("config-keys", help="every recipe key with its default and help").set_defaults(fn=cmd_config_help)
+    sub.add_parser("config-keys", help="every recipe key with its type, valid values, default and help").set_defaults(fn=cmd_config_help)
     return p
 
 

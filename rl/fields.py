@@ -162,6 +162,8 @@ def valid_text(meta: dict, hint: Any, resolve_choices: bool = True) -> str:
         parts.append(f"matches {meta['pattern']}")
     if "placeholders" in meta:
         parts.append("contains " + ", ".join("{" + p + "}" for p in meta["placeholders"]) + " once")
+    if item is not None and dataclasses.is_dataclass(item):
+        parts.append("a list of entries, each with the keys below")
     if not parts:
         parts.append("true | false" if base is bool else "any")
     if optional:
