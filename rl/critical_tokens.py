@@ -74,18 +74,18 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from rl.critical_verify import VerifyConfig
+from rl.fields import FieldError, check_fields
 from rl.fields import help_field as _h
 
 log = logging.getLogger(__name__)
 
 SECTION = "critical_tokens"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-SCHEDULES = ("cosine", "linear", "constant", "constant_with_warmup")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}  # the dtype fields' Literal names -> torch
 
 
 # ----------------------------------------------------------------------------- config
@@ -95,111 +95,79 @@ SCHEDULES = ("cosine", "linear", "constant", "constant_with_warmup")
 class SFTConfig:
     """LoRA SFT of the positive / negative models (cDPO ``train_sft.py``; spec §3.1 step 3)."""
 
-    lora_rank: int = _h(8, "LoRA rank (official 8)")
-    lora_alpha: int = _h(16, "LoRA alpha (official 16)")
-    lora_dropout: float = _h(0.1, "LoRA dropout (official 0.1)")
-    target_modules: list[str] = _h(["gate_proj", "up_proj", "down_proj"], "modules with adapters (official: MLP)")
-    lr: float = _h(3e-4, "peak learning rate (official 3e-4)")
-    epochs: int = _h(1, "passes over the SFT set (official 1)")
-    batch_size: int = _h(6, "examples per micro-batch (official 6 per device)")
-    grad_accum: int = _h(1, "micro-batches per optimizer step (official 1; 70B: 3)")
-    lr_schedule: str = _h("cosine", f"learning-rate schedule after warmup: {list(SCHEDULES)} (official cosine)")
-    warmup_steps: int = _h(100, "linear warmup steps (official 100) ...")
-    max_warmup_fraction: float = _h(0.1, "... at most this fraction of all steps (small sets; 1.0 = official)")
-    weight_decay: float = _h(0.0, "AdamW weight decay (transformers' default, as the official run)")
-    grad_clip: float = _h(1.0, "gradient-norm clip (transformers' default; 0 = off)")
+    lora_rank: int = _h(8, "LoRA rank (official 8)", ge=1)
+    lora_alpha: int = _h(16, "LoRA alpha (official 16)", ge=1)
+    lora_dropout: float = _h(0.1, "LoRA dropout (official 0.1)", ge=0, lt=1)
+    target_modules: list[str] = _h(["gate_proj", "up_proj", "down_proj"], "modules with adapters (official: MLP)",
+                                   min_len=1)
+    lr: float = _h(3e-4, "peak learning rate (official 3e-4)", gt=0)
+    epochs: int = _h(1, "passes over the SFT set (official 1)", ge=1)
+    batch_size: int = _h(6, "examples per micro-batch (official 6 per device)", ge=1)
+    grad_accum: int = _h(1, "micro-batches per optimizer step (official 1; 70B: 3)", ge=1)
+    lr_schedule: Literal["cosine", "linear", "constant", "constant_with_warmup"] = _h(
+        "cosine", "learning-rate schedule after warmup (transformers' names; official cosine)")
+    warmup_steps: int = _h(100, "linear warmup steps (official 100) ...", ge=0)
+    max_warmup_fraction: float = _h(0.1, "... at most this fraction of all steps (small sets; 1.0 = official)",
+                                    ge=0, le=1)
+    weight_decay: float = _h(0.0, "AdamW weight decay (transformers' default, as the official run)", ge=0)
+    grad_clip: float = _h(1.0, "gradient-norm clip (transformers' default; 0 = off)", ge=0)
     max_length: int = _h(1024, "prompt + response tokens at most; longer examples keep their first tokens "
-                               "(official max_seq 1024)")
+                               "(official max_seq 1024)", ge=1)
     holdout: int = _h(0, "held-out examples; the adapter with the lowest held-out loss is kept (official 300 "
-                         "with load_best_model_at_end; 0 = off)")
-    eval_every: int = _h(0, "optimizer steps between held-out evaluations (0 = at the end of each epoch)")
-    dtype: str = _h("float32", "autocast dtype of the forward: float32 | bfloat16 (official bf16; master weights "
-                               "and the merged model are float32)")
-    seed: int = _h(0, "seed of the adapter init, dropout and the example order")
+                         "with load_best_model_at_end; 0 = off)", ge=0)
+    eval_every: int = _h(0, "optimizer steps between held-out evaluations (0 = at the end of each epoch)", ge=0)
+    dtype: Literal["float32", "bfloat16"] = _h("float32", "autocast dtype of the forward (official bf16; master "
+                                               "weights and the merged model are float32)")
+    seed: int = _h(0, "seed of the adapter init, dropout and the example order", ge=0)
 
     def check(self, prefix: str) -> list[str]:
-        p = []
-        for name in ("lora_rank", "lora_alpha", "epochs", "batch_size", "grad_accum", "max_length"):
-            if getattr(self, name) < 1:
-                p.append(f"{prefix}.{name}: {getattr(self, name)} must be >= 1")
-        for name in ("warmup_steps", "holdout", "eval_every", "weight_decay", "grad_clip"):
-            if getattr(self, name) < 0:
-                p.append(f"{prefix}.{name}: {getattr(self, name)} must be >= 0")
-        if not 0 <= self.lora_dropout < 1:
-            p.append(f"{prefix}.lora_dropout: {self.lora_dropout} must be in [0, 1)")
-        if not self.lr > 0:
-            p.append(f"{prefix}.lr: {self.lr} must be > 0")
-        if not 0 <= self.max_warmup_fraction <= 1:
-            p.append(f"{prefix}.max_warmup_fraction: {self.max_warmup_fraction} must be in [0, 1]")
-        if self.lr_schedule not in SCHEDULES:
-            p.append(f"{prefix}.lr_schedule: {self.lr_schedule!r} is not one of {list(SCHEDULES)}")
-        if self.dtype not in DTYPES:
-            p.append(f"{prefix}.dtype: {self.dtype!r} is not one of {list(DTYPES)}")
-        if not self.target_modules:
-            p.append(f"{prefix}.target_modules: name at least one module")
-        return p
+        """The fields' declared valid values (rl/fields.py); [] or the first problem."""
+        try:
+            check_fields(self, prefix)
+        except FieldError as e:
+            return [str(e)]
+        return []
 
 
 @dataclass
 class CriticalTokensConfig:
     """cDPO critical tokens (2411.19943): sampling, SFT of the contrastive pair, p_CE, §3.3 verification."""
 
-    num_prompts: int = _h(0, "training prompts sampled (the first N of data.train_split; 0 = all)")
-    n: int = _h(64, "responses sampled per prompt (official 64)")
+    num_prompts: int = _h(0, "training prompts sampled (the first N of data.train_split; 0 = all)", ge=0)
+    n: int = _h(64, "responses sampled per prompt (official 64)", ge=1)
     temperature: float | None = _h(None, "sampling temperature; null = rollout.temperature (official: per model, "
-                                         "so that ~10 answers per question are wrong)")
-    top_p: float = _h(0.95, "nucleus sampling (official 0.95)")
-    max_tokens: int | None = _h(None, "max new tokens per response; null = rollout.max_tokens (official 1024)")
-    seed: int = _h(0, "seed of sampling (per chunk of prompts) and of the pair / SFT-set choice")
-    batch_prompts: int = _h(64, "prompts per generate call while sampling")
+                                         "so that ~10 answers per question are wrong)", ge=0)
+    top_p: float = _h(0.95, "nucleus sampling (official 0.95)", gt=0, le=1)
+    max_tokens: int | None = _h(None, "max new tokens per response; null = rollout.max_tokens (official 1024)", ge=1)
+    seed: int = _h(0, "seed of sampling (per chunk of prompts) and of the pair / SFT-set choice", ge=0)
+    batch_prompts: int = _h(64, "prompts per generate call while sampling", ge=1)
     keep_truncated: bool = _h(False, "keep responses cut at max_tokens as candidates (they have no EOS)")
     answer_extract: str = _h("auto", "final answer used to group responses: auto | answer_tag | boxed | "
-                                     "last_number, or module:function / file.py:function (text -> str | None)")
+                                     "last_number, or module:function / file.py:function (text -> str | None)",
+                             min_len=1)
     sft_neg_top_p: float = _h(0.5, "negative SFT set: incorrect answers until this share of incorrect responses "
                                    "is covered (official top-p 0.5)")
     sft: SFTConfig = field(default_factory=SFTConfig)
-    beta_ce: float = _h(1.0, "p_CE = softmax((1+b) log p_pos - b log p_neg)[y_t] (official b = 1, spec §7.1)")
-    max_length: int = _h(1024, "pairs longer than this (prompt + response tokens) are not scored (official 1024)")
-    max_prompt_length: int = _h(512, "pairs with a longer prompt are not scored (official 512)")
-    score_batch: int = _h(8, "pairs per forward when scoring")
-    chunk_tokens: int = _h(1024, "tokens per chunk of the full-vocabulary p_CE pass")
-    score_dtype: str = _h("float32", "dtype of the pos/neg forward when scoring: float32 | bfloat16 (the softmax "
-                                     "is float32 either way, spec §6.6)")
-    device: str = _h("auto", "SFT and scoring device: auto (cuda when available) | cpu | cuda | cuda:N")
+    beta_ce: float = _h(1.0, "p_CE = softmax((1+b) log p_pos - b log p_neg)[y_t] (official b = 1, spec §7.1)", ge=0)
+    max_length: int = _h(1024, "pairs longer than this (prompt + response tokens) are not scored (official 1024); "
+                         "above max_prompt_length", ge=2)
+    max_prompt_length: int = _h(512, "pairs with a longer prompt are not scored (official 512)", ge=1)
+    score_batch: int = _h(8, "pairs per forward when scoring", ge=1)
+    chunk_tokens: int = _h(1024, "tokens per chunk of the full-vocabulary p_CE pass", ge=1)
+    score_dtype: Literal["float32", "bfloat16"] = _h("float32", "dtype of the pos/neg forward when scoring (the "
+                                                     "softmax is float32 either way, spec §6.6)")
+    device: str = _h("auto", "SFT and scoring device: auto (cuda when available) | cpu | cuda | cuda:N",
+                     pattern=r"auto|cpu|cuda(:\d+)?")
     verify: VerifyConfig = field(default_factory=VerifyConfig)
 
     def check(self, prefix: str = SECTION) -> None:
-        p = []
-        for name in ("n", "batch_prompts", "score_batch", "chunk_tokens", "max_prompt_length"):
-            if getattr(self, name) < 1:
-                p.append(f"{prefix}.{name}: {getattr(self, name)} must be >= 1")
-        if self.num_prompts < 0:
-            p.append(f"{prefix}.num_prompts: {self.num_prompts} must be >= 0")
-        if self.temperature is not None and self.temperature < 0:
-            p.append(f"{prefix}.temperature: {self.temperature} must be >= 0 or null")
-        if not 0 < self.top_p <= 1:
-            p.append(f"{prefix}.top_p: {self.top_p} must be in (0, 1]")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            p.append(f"{prefix}.max_tokens: {self.max_tokens} must be >= 1 or null")
-        if not 0 < self.sft_neg_top_p <= 1:
-            p.append(f"{prefix}.sft_neg_top_p: {self.sft_neg_top_p} must be in (0, 1]")
-        if self.beta_ce < 0:
-            p.append(f"{prefix}.beta_ce: {self.beta_ce} must be >= 0")
+        """Every field (sft.* and verify.* too) against its declared valid values (rl/fields.py), then the
+        relations between fields; the first problem raises ValueError naming its key."""
+        check_fields(self, prefix)
         if self.max_length <= self.max_prompt_length:
-            p.append(f"{prefix}.max_length: {self.max_length} must exceed max_prompt_length={self.max_prompt_length}")
-        if self.score_dtype not in DTYPES:
-            p.append(f"{prefix}.score_dtype: {self.score_dtype!r} is not one of {list(DTYPES)}")
-        if not self.answer_extract.strip():
-            p.append(f"{prefix}.answer_extract: must not be empty")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            p.append(f"{prefix}.device: {self.device!r} is not auto, cpu, cuda or cuda:N")
-        p += self.sft.check(f"{prefix}.sft")
-        try:
-            self.verify.check(f"{prefix}.verify")
-        except ValueError as e:
-            p.append(str(e))
-        if p:
-            raise ValueError("; ".join(p))
+            raise ValueError(f"{prefix}.max_length: {self.max_length} must exceed {prefix}.max_prompt_length="
+                             f"{self.max_prompt_length}")
+        self.verify.check(f"{prefix}.verify")
 
 
 def load_critical_config(recipe: str | Path, overrides: Sequence[str] = ()):
@@ -239,10 +207,12 @@ def load_critical_config(recipe: str | Path, overrides: Sequence[str] = ()):
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([o[len(SECTION) + 1:] for o in ours]))
         ct = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
+        from rl.config import omegaconf_message
+
         key = getattr(e, "full_key", None) or "?"
-        msg = str(e).splitlines()[0]
-        if "Key" in msg and "not in" in msg:
-            msg = "unknown key (`tokencredit config-keys` lists the recipe keys; rl/critical_tokens.py these)"
+        msg = omegaconf_message(e)
+        if msg.startswith("unknown key"):
+            msg = "unknown key (`tokencredit config-keys` lists every key, critical_tokens.* included)"
         raise ConfigError(f"{source}: {SECTION}.{key}: {msg}") from None
     try:
         ct.check()

@@ -45,56 +45,44 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 
 from rl.credit.critical import critical_index, pass_at_k
 from rl.evaluate import correctness, score_groups
+from rl.fields import check_fields
 from rl.fields import help_field as _h
 from rollout.types import Completion, SamplingSpec
 
 log = logging.getLogger(__name__)
 
-BUDGETS = ("remaining", "full")
-
-
 @dataclass
 class VerifyConfig:
     num_trajectories: int = _h(100, "incorrect trajectories verified: the first N pairs' rejected responses "
-                                    "(official: the first 100)")
-    rollouts: int = _h(64, "continuations per prefix and forced alternatives per position (official 64)")
-    ks: list[int] = _h([1, 2, 4, 8, 16, 32, 64], "k of the reported Pass@k (k > rollouts is clamped to rollouts)")
-    zero: int = _h(0, "a prefix with at most this many correct continuations is a critical candidate (official 0)")
+                                    "(official: the first 100)", ge=1)
+    rollouts: int = _h(64, "continuations per prefix and forced alternatives per position (official 64)", ge=1)
+    ks: list[int] = _h([1, 2, 4, 8, 16, 32, 64], "k of the reported Pass@k (k > rollouts is clamped to rollouts)",
+                       ge=1, min_len=1)
+    zero: int = _h(0, "a prefix with at most this many correct continuations is a critical candidate (official 0)",
+                   ge=0)
     recover: int = _h(3, "a later prefix with more than this many correct continuations discards the candidate "
-                         "(official 3 of 64)")
-    random_positions: int = _h(1, "random positions (!= the critical one) per trajectory forced for comparison")
+                         "(official 3 of 64); >= zero", ge=0)
+    random_positions: int = _h(1, "random positions (!= the critical one) per trajectory forced for comparison", ge=0)
     alt_temperature: float = _h(1.0, "softmax temperature of pi(.|prefix) the forced alternatives are drawn from "
-                                     "(1 = the model's distribution)")
-    temperature: float | None = _h(None, "rollout temperature; null = the sampling temperature of step 1 (spec)")
-    continuation_budget: str = _h("remaining", "remaining (prefix + continuation <= the sampling max_tokens) | "
-                                               "full (each continuation gets max_tokens new tokens)")
-    seed: int = _h(0, "seed of the rollouts, the alternatives and the random positions")
+                                     "(1 = the model's distribution)", gt=0)
+    temperature: float | None = _h(None, "rollout temperature; null = the sampling temperature of step 1 (spec)",
+                                   ge=0)
+    continuation_budget: Literal["remaining", "full"] = _h(
+        "remaining", "remaining (prefix + continuation <= the sampling max_tokens) | full (each continuation gets "
+        "max_tokens new tokens)")
+    seed: int = _h(0, "seed of the rollouts, the alternatives and the random positions", ge=0)
 
     def check(self, prefix: str = "critical_tokens.verify") -> None:
-        problems = []
-        if self.num_trajectories < 1:
-            problems.append(f"num_trajectories: {self.num_trajectories} must be >= 1")
-        if self.rollouts < 1:
-            problems.append(f"rollouts: {self.rollouts} must be >= 1")
-        if not self.ks or any(k < 1 for k in self.ks):
-            problems.append(f"ks: {list(self.ks)} must be a non-empty list of integers >= 1")
-        if not 0 <= self.zero <= self.recover:
-            problems.append(f"zero: {self.zero} and recover: {self.recover} need 0 <= zero <= recover")
-        if self.random_positions < 0:
-            problems.append(f"random_positions: {self.random_positions} must be >= 0")
-        if not self.alt_temperature > 0:
-            problems.append(f"alt_temperature: {self.alt_temperature} must be > 0")
-        if self.temperature is not None and self.temperature < 0:
-            problems.append(f"temperature: {self.temperature} must be >= 0 or null")
-        if self.continuation_budget not in BUDGETS:
-            problems.append(f"continuation_budget: {self.continuation_budget!r} is not one of {list(BUDGETS)}")
-        if problems:
-            raise ValueError("; ".join(f"{prefix}.{p}" for p in problems))
+        """The fields' declared valid values (rl/fields.py), then the relation between two of them."""
+        check_fields(self, prefix)
+        if self.zero > self.recover:
+            raise ValueError(f"{prefix}.zero/recover: {self.zero} and {self.recover}: need zero <= recover")
 
 
 @dataclass
