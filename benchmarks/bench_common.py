@@ -69,21 +69,20 @@ def machine() -> dict:
 def process_role(cmdline: list[str], name: str = "") -> str | None:
     """The role a process's command line names, or None (then it inherits its parent's role).
 
-    Ray actors retitle their process ``ray::ClassName`` / ``ray::ClassName.method``; idle pooled Ray
-    workers ``ray::IDLE``; the Ray daemons keep their executable names."""
+    Ray actors retitle their process ``ray::ClassName`` / ``ray::ClassName.method``; pooled Ray workers
+    are ``ray::IDLE`` (or ``default_worker.py`` before they retitle) until an actor or task takes them;
+    the Ray daemons keep their executable / script names. A role can change over a process's life (an
+    idle worker becomes an actor), so callers look it up on every sample."""
     first = cmdline[0] if cmdline else name
     if first.startswith("ray::"):
         cls = first[5:].split(".", 1)[0].split(" ", 1)[0]
         return "ray_idle_worker" if cls in ("IDLE", "") else cls
+    joined = " ".join(cmdline[:4])
+    if "default_worker.py" in joined:
+        return "ray_idle_worker"
     base = os.path.basename(first)
-    joined = " ".join(cmdline[:3])
-    if (
-        base in ("gcs_server", "raylet")
-        or "ray/dashboard" in joined
-        or "ray/_private" in joined
-        or "log_monitor" in joined
-        or "runtime_env" in joined
-    ):
+    daemons = ("ray/dashboard", "log_monitor.py", "monitor.py", "runtime_env", "ray_client_server")
+    if base in ("gcs_server", "raylet") or any(d in joined for d in daemons):
         return "ray_daemons"
     return None
 
@@ -102,28 +101,29 @@ class TreeSampler:
         self.peak_by_role: dict[str, int] = {}
         self.samples = 0
         self.loads: list[float] = []
-        self._roles: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._marks: dict[str, int] = {}  # phase name -> peak total in that phase
         self._phase: str | None = None
 
-    def _role(self, proc, parents: dict[int, int]) -> str:
-        pid = proc.pid
-        if pid in self._roles:
-            return self._roles[pid]
-        if pid == self.root.pid:
-            role = self.root_role
-        else:
+    def _roles(self, procs, parents: dict[int, int]) -> dict[int, str]:
+        """pid -> role for this sample: named by its command line, else its nearest named ancestor's."""
+        named: dict[int, str | None] = {}
+        for p in procs:
+            if p.pid == self.root.pid:
+                named[p.pid] = self.root_role
+                continue
             try:
-                role = process_role(proc.cmdline(), proc.name())
+                named[p.pid] = process_role(p.cmdline(), p.name())
             except (self._psutil.Error, OSError):
-                role = None
-            if role is None:
-                ppid = parents.get(pid)
-                role = self._roles.get(ppid) if ppid in self._roles else "other"
-        self._roles[pid] = role
-        return role
+                named[p.pid] = None
+        out: dict[int, str] = {}
+        for pid in named:
+            q, seen = pid, 0
+            while named.get(q) is None and q in parents and seen < 64:
+                q, seen = parents[q], seen + 1
+            out[pid] = named.get(q) or "other"
+        return out
 
     def sample(self) -> int:
         """One sample now; returns the tree's total RSS in bytes."""
@@ -139,11 +139,10 @@ class TreeSampler:
                 rss[p.pid] = p.memory_info().rss
             except (ps.Error, OSError):
                 continue
+        roles = self._roles([p for p in procs if p.pid in rss], parents)
         by_role: dict[str, int] = {}
-        for p in sorted(procs, key=lambda q: q.pid):  # parents first, mostly (pid order)
-            if p.pid in rss:
-                r = self._role(p, parents)
-                by_role[r] = by_role.get(r, 0) + rss[p.pid]
+        for pid, r in roles.items():
+            by_role[r] = by_role.get(r, 0) + rss[pid]
         total = sum(rss.values())
         self.peak_total = max(self.peak_total, total)
         self.peak_process = max([self.peak_process, *rss.values()])

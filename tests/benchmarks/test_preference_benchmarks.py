@@ -53,6 +53,14 @@ def test_process_role():
         == "ray_daemons"
     )
     assert bc.process_role(["/usr/bin/python", "-m", "rl.cli"]) is None  # inherits its parent's role
+    worker = [
+        "/venv/bin/python",
+        "/venv/lib/python3.11/site-packages/ray/_private/workers/default_worker.py",
+        "--x",
+    ]
+    assert (
+        bc.process_role(worker) == "ray_idle_worker"
+    )  # not yet an actor: looked up again on the next sample
 
 
 def test_tree_sampler_sees_children():
