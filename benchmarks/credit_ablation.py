@@ -639,6 +639,10 @@ def train(plan: Plan, arm: str, seed: int, run_dir: Path, runs_dir: Path, timeou
     if proc.returncode != 0:
         raise SystemExit(f"[ablation] {arm} seed {seed} failed with exit code {proc.returncode} (run dir {run_dir}); "
                          "run the same command again to resume it")
+    made = max((r["step"] for r in read_rows(run_dir)), default=0)
+    if made < steps:  # e.g. a module of the shared working tree caught mid-edit: exit 0 without training
+        raise SystemExit(f"[ablation] {arm} seed {seed}: the training process exited 0 but the run reached step {made} "
+                         f"of {steps} (run dir {run_dir}); run the same command again to resume it")
     record = {**load.record(), "wall_s": round(time.perf_counter() - t0, 1), "resumed_at_step": done}
     stamp.write_text(json.dumps({"fingerprint": fp, "arm": arm, "seed": seed, "load": record}))
     print(f"[ablation] {arm} seed {seed}: trained in {record['wall_s']:.0f} s (load mean {record['mean']}, "
