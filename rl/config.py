@@ -461,7 +461,14 @@ def omegaconf_message(e: OmegaConfBaseException) -> str:
     if "Key" in msg and "not in" in msg:
         return "unknown key (check the spelling; `tokencredit config-keys` lists every key)"
     m = re.fullmatch(r"Invalid value (.*), expected one of (\[.*\])", msg)  # a Literal field
-    return f"{m.group(1)} is not one of {m.group(2)}" if m else msg
+    if m:
+        return f"{m.group(1)} is not one of {m.group(2)}"
+    value = getattr(e, "value", None)
+    if "is not a ListConfig" in msg:
+        return f"{value!r} is not a list (write [a, b])"
+    if msg.startswith("Cannot assign") and "Dict[" in msg:
+        return f"{value!r} is not a mapping (write {{key: value}})"
+    return msg
 
 
 def to_yaml(cfg: Config) -> str:

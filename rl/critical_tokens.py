@@ -146,7 +146,7 @@ class CriticalTokensConfig:
                                      "last_number, or module:function / file.py:function (text -> str | None)",
                              min_len=1)
     sft_neg_top_p: float = _h(0.5, "negative SFT set: incorrect answers until this share of incorrect responses "
-                                   "is covered (official top-p 0.5)")
+                                   "is covered (official top-p 0.5)", gt=0, le=1)
     sft: SFTConfig = field(default_factory=SFTConfig)
     beta_ce: float = _h(1.0, "p_CE = softmax((1+b) log p_pos - b log p_neg)[y_t] (official b = 1, spec §7.1)", ge=0)
     max_length: int = _h(1024, "pairs longer than this (prompt + response tokens) are not scored (official 1024); "
