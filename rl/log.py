@@ -150,6 +150,8 @@ def attach_run_log(run_dir: Path) -> Path:
     started from now on at ``RUN_DIR/logs/`` (``ray_runtime_env``). Returns the logs folder."""
     log_dir = Path(run_dir).resolve() / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    if not _handlers("console"):  # train() called from Python, not the CLI: the same console lines
+        setup_logging()
     root = logging.getLogger()
     for old in _handlers("file"):
         root.removeHandler(old)

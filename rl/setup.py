@@ -35,6 +35,9 @@ class Components:
                     part.remove() if part is self.placement else part.shutdown()
             except Exception:  # noqa: BLE001 - best effort on the way out
                 pass
+        from rl.log import detach_run_log
+
+        detach_run_log()  # close logs/driver.log; later Ray actors of this process no longer log into this run
 
 
 def make_run_dir(cfg: Config) -> Path:
