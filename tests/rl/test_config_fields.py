@@ -254,3 +254,27 @@ def test_a_file_given_as_model_path(tmp_path):
     f.write_text("x")
     out = cli_train(f"model.name_or_path={f}", tmp_path=tmp_path)
     assert out.returncode == 2 and "is a file" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_every_declared_choice_has_an_implementation():
+    """The tables that dispatch on a recipe value cover each of its declared choices (one list: the Literal)."""
+    from rl.config import ModelConfig, RolloutConfig, TaskConfig, TrainerConfig
+    from rl.critical_tokens import DTYPES, SFTConfig
+    from rl.engine import DTYPES as ENGINE_DTYPES
+    from rl.engine import lr_lambda
+    from rl.fields import type_hints
+    from rl.tasks import arithmetic, countdown
+    from rollout.weight_sync import backend_classes
+    from rollout.worker_actor import ENGINES
+
+    def choices(cls, name):
+        return set(literal_choices(type_hints(cls)[name]))
+
+    assert choices(ModelConfig, "dtype") <= set(ENGINE_DTYPES)
+    assert choices(CriticalTokensConfig, "score_dtype") | choices(SFTConfig, "dtype") <= set(DTYPES)
+    assert choices(RolloutConfig, "backend") == set(ENGINES)
+    assert choices(RolloutConfig, "sync_backend") == {"auto", *backend_classes()}
+    assert choices(TaskConfig, "template") == set(arithmetic.TEMPLATES) == set(countdown.TEMPLATES)
+    assert {"add", "sub", "mul"} < choices(TaskConfig, "ops") == {*arithmetic._OP_OF, "mixed"}
+    shapes = {name: [lr_lambda(name, 0, 10)(s) for s in (0, 5, 9)] for name in choices(TrainerConfig, "lr_schedule")}
+    assert len({tuple(v) for v in shapes.values()}) == len(shapes)  # each schedule name does something of its own
