@@ -672,12 +672,21 @@ def slim(result: dict) -> dict:
     return {k: result[k] for k in keep if k in result}
 
 
+def _same_numbers(a: list[str], b: list[str]) -> bool:
+    """Equal evaluation settings up to the engine's memory share (which changes no number)."""
+    def key(args: list[str]) -> list[str]:
+        pairs = [(x, args[i + 1] if i + 1 < len(args) else "") for i, x in enumerate(args) if x.startswith("--")]
+        return [f"{x}={v}" for x, v in pairs if not v.startswith("rollout.memory_fraction=")]
+
+    return key(a) == key(b)
+
+
 def evaluate_folder(folder: Path, plan: Plan, k: int, cache: Path) -> dict:
     """eval_heldout of one saved folder in a fresh process, cached in ``cache``."""
     settings = eval_settings(plan, k)
     if cache.is_file():
         got = json.loads(cache.read_text())
-        if got.get("k") == k and got.get("settings") == settings.args():
+        if got.get("k") == k and _same_numbers(got.get("settings") or [], settings.args()):
             return got
     with LoadSampler(interval=5.0) as load:
         (res,) = heldout_module().evaluate_folders([str(folder)], settings)

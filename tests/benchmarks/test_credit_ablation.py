@@ -266,3 +266,10 @@ def test_summary_table_and_plot_on_made_up_runs(tmp_path: Path, capsys) -> None:
     assert "SUPPORTS" in out and "task check" in out and "(end)" in out
     ab.plot(result, tmp_path / "x.png")
     assert (tmp_path / "x.png").stat().st_size > 10_000
+
+
+def test_cached_evaluation_settings_ignore_the_memory_share_only() -> None:
+    base = ["--recipe", "r.yaml", "--override", "data.task.digits=2", "--k", "8"]
+    assert ab._same_numbers(base + ["--override", "rollout.memory_fraction=0.1"], base)
+    assert not ab._same_numbers(base, ["--recipe", "r.yaml", "--override", "data.task.digits=3", "--k", "8"])
+    assert not ab._same_numbers(base, base[:-1] + ["1"])
