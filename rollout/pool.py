@@ -13,8 +13,18 @@ contiguous, equal chunks, one per worker, and come back in prompt order.
 
 Every call waits with a deadline (start_timeout_s, generate_timeout_s,
 sync_timeout_s): a worker that dies, raises or hangs becomes a ``RolloutError``
-naming its index, node, pid and last request. After such an error the pool should
-be shut down and rebuilt.
+naming its index, node, pid and last request.
+
+A worker that dies or hangs during ``generate`` is restarted (a new actor, same index and
+placement) and its chunk of the request sent again, up to ``max_restarts`` times per worker
+(``rollout.max_restarts``). Generation is seeded per call (``SamplingSpec.seed``, worker i
+draws from seed + i), so with the same weights the retry returns exactly what the lost call
+would have. The new engine starts from the model folder, so whoever sent newer weights must
+send them again: ``on_restart(pool)`` does that (the training loops: trainer rank 0 reconnects
+to ``pool.sync_target()`` and syncs the current weights, rl/setup.py); a pool that was synced
+without such a callback refuses to restart. Past the limit, or after ``stopping`` is set (the
+run was asked to stop), the error is raised. A worker that raises (an exception inside it) is
+not restarted: the same request would fail again.
 
 CPU threads: the engine runs inside the actor process with ``cpu_threads`` OpenMP
 threads (default: the node's cores divided among the workers). Ray's
@@ -24,6 +34,7 @@ trainer and the engines take turns on the same cores.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -33,6 +44,7 @@ from typing import Any
 import ray
 import torch
 
+from rollout.cleanup import end_processes, process_tree, remove_stale_kmp_files, remove_stale_sync_folders
 from rollout.errors import RolloutError
 from rollout.remote import WorkerHandle, wait_all
 from rollout.types import Completion, EngineSpec, SamplingSpec, WorkerInfo
@@ -40,6 +52,9 @@ from rollout.weight_sync import SyncTarget, resolve_backend
 from rollout.weight_sync.packing import bucket_named_tensors
 from rollout.weight_sync.prepare import read_model_layout, validate_named_tensors
 from rollout.worker_actor import RolloutWorker, check_backend
+
+log = logging.getLogger(__name__)
+
 
 
 def check_sampling(sampling: SamplingSpec) -> None:
@@ -98,7 +113,8 @@ class RolloutPool:
                  sync_bucket_mb: int = 256, sync_timeout_s: float = 120, generate_timeout_s: float = 900,
                  start_timeout_s: float = 600, *, cpu_threads: int | None = None, preload_libs: bool = True,
                  logprobs_mode: str = "processed_logprobs", max_num_seqs: int = 512, hf_batch_prompts: int = 64,
-                 engine_kwargs: dict[str, Any] | None = None, placement: Callable[[int], dict] | None = None):
+                 engine_kwargs: dict[str, Any] | None = None, placement: Callable[[int], dict] | None = None,
+                 max_restarts: int = 0, on_restart: Callable[[RolloutPool], object] | None = None):
         """Start ``num_workers`` engines (in parallel) and the weight-sync backend.
 
         Extra keyword-only settings: ``cpu_threads`` (OpenMP threads per engine on CPU),
@@ -107,13 +123,21 @@ class RolloutPool:
         temperature / top-k / top-p), ``max_num_seqs`` (vLLM decode batch),
         ``hf_batch_prompts`` (hf backend: prompts per generate call), ``engine_kwargs``
         (passed on to ``vllm.LLM``), ``placement`` (worker index -> extra Ray actor options, e.g. a
-        placement-group bundle; rl/placement.py).
+        placement-group bundle; rl/placement.py), ``max_restarts`` and ``on_restart`` (see the module
+        docstring).
         """
         # The settings arrive checked: a recipe's values against their declared valid values (rl/config.py,
         # before anything starts), so the pool keeps no second list of them. An unknown backend name still
         # fails here, by the dispatch tables (rollout/worker_actor.py ENGINES, rollout/weight_sync backend_classes).
         check_backend(backend)
+        if not isinstance(max_restarts, int) or max_restarts < 0:
+            raise ValueError(f"rollout.max_restarts={max_restarts!r} must be an integer >= 0")
         self.workers: list[WorkerHandle] = []
+        self.max_restarts, self.on_restart = max_restarts, on_restart
+        self.restarts = [0] * num_workers  # per worker index
+        self.stopping = False  # set when the run is stopping: no more restarts
+        self._sent_weights = False  # weights other than the model folder's went to the workers
+        self._pids: dict[int, list] = {}  # worker index -> its processes here, engine included (psutil)
         self._sync = None  # a backend in this process, built by the first sync_weights call
         self._sync_settings = (sync_bucket_mb, sync_timeout_s)
         self.max_model_len = max_model_len
@@ -140,14 +164,15 @@ class RolloutPool:
 
         threads = cpu_threads or max(1, (os.cpu_count() or 1) // num_workers)
         env = engine_process_env(on_gpu, threads, preload_libs)
-        actor_cls = ray.remote(RolloutWorker)
+        if os.environ.get("TOKENCREDIT_FAULT"):  # test hooks reach the workers (rollout/worker_actor.py)
+            env = {**env, "TOKENCREDIT_FAULT": os.environ["TOKENCREDIT_FAULT"]}
+        self._spec, self._start_timeout_s, self._placement = spec, start_timeout_s, placement
+        self._actor_options = dict(num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker,
+                                   runtime_env={"env_vars": env}, max_restarts=0, max_concurrency=1)
         try:
             for i in range(num_workers):
-                actor = actor_cls.options(num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker,
-                                          runtime_env={"env_vars": env}, max_restarts=0, max_concurrency=1,
-                                          **(placement(i) if placement is not None else {})).remote(replace(spec), i)
-                self.workers.append(WorkerHandle(actor, WorkerInfo(index=i, last_request="start-up")))
-            self._start(start_timeout_s)
+                self.workers.append(self._new_worker(i))
+            self._start(self.workers, start_timeout_s)
         except BaseException:
             self.shutdown()
             raise
@@ -165,17 +190,63 @@ class RolloutPool:
                                    f"{kind}s but the Ray cluster has {total.get(kind, 0):g}: lower rollout.{key} "
                                    f"(fractions are fine) or rollout.num_workers")
 
-    def _start(self, timeout_s: float) -> None:
+    def _new_worker(self, i: int, env_vars: dict | None = None) -> WorkerHandle:
+        options = dict(self._actor_options, **(self._placement(i) if self._placement is not None else {}))
+        if env_vars:
+            options["runtime_env"] = {"env_vars": {**options["runtime_env"]["env_vars"], **env_vars}}
+        actor = ray.remote(RolloutWorker).options(**options).remote(replace(self._spec), i)
+        return WorkerHandle(actor, WorkerInfo(index=i, last_request="start-up"))
+
+    def _start(self, workers: list[WorkerHandle], timeout_s: float) -> None:
         key = "rollout.start_timeout_s"
-        idents = wait_all([(w.info, w.actor.identity.remote()) for w in self.workers],
-                          what="actor start-up (waiting for Ray to place it)", timeout_s=timeout_s, timeout_key=key)
-        for w, ident in zip(self.workers, idents):
+        idents = wait_all([(w.info, w.actor.identity.remote()) for w in workers],
+                          what="actor start-up (waiting for Ray to place it)", timeout_s=timeout_s, timeout_key=key,
+                          log_every_s=30)
+        for w, ident in zip(workers, idents):
             w.info.node, w.info.pid, w.node_id = ident["node"], ident["pid"], ident["node_id"]
             w.info.last_request = "engine start-up"
-        wait_all([(w.info, w.actor.start.remote()) for w in self.workers], what="engine start-up",
-                 timeout_s=timeout_s, timeout_key=key)
-        for w in self.workers:
+        wait_all([(w.info, w.actor.start.remote()) for w in workers],
+                 what="engine start-up (model load; vLLM also profiles memory and builds its KV cache)",
+                 timeout_s=timeout_s, timeout_key=key, log_every_s=30)
+        here = _local_node_id()
+        for w in workers:
             w.info.last_request = ""
+            if w.node_id == here:  # the engine's own processes too, for their /dev/shm files (rollout/cleanup.py)
+                self._pids[w.info.index] = process_tree(w.info.pid)
+
+    # ---- restarts
+
+    def _restart(self, i: int, err: RolloutError) -> WorkerHandle | None:
+        """Replace worker ``i`` after it died or hung; the new handle, or None when that is not allowed."""
+        if self.stopping or self.restarts[i] >= self.max_restarts:
+            if not self.stopping:
+                err.args = (f"{err.args[0]}; it was restarted {self.restarts[i]} time(s) already "
+                            f"(rollout.max_restarts={self.max_restarts})",)
+            return None
+        if self._sent_weights and self.on_restart is None:
+            err.args = (f"{err.args[0]}; not restarted: the pool sent weights the new engine would not have "
+                        f"(no on_restart callback to send them again)",)
+            return None
+        old = self.workers[i]
+        self.restarts[i] += 1
+        log.warning("%s; restarting it (%d of rollout.max_restarts=%d) and sending its request again",
+                    err, self.restarts[i], self.max_restarts)
+        try:
+            ray.kill(old.actor)  # a hung one is still there
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        procs = self._pids.pop(i, [])
+        _wait_for_exit([p.pid for p in procs[:1]], timeout_s=10)
+        end_processes(procs)  # its engine process, orphaned by the kill
+        remove_stale_kmp_files(p.pid for p in procs)
+        # test hooks fire once per run, not again in the replacement (rl/faults.py)
+        new = self._new_worker(i, env_vars={"TOKENCREDIT_FAULT": ""})
+        self.workers[i] = new
+        self._start([new], self._start_timeout_s)
+        if self.on_restart is not None:
+            self.on_restart(self)  # the current weights into every worker, the new one included
+        log.info("rollout worker %d restarted (node %s, pid %d)", i, new.info.node, new.info.pid)
+        return new
 
     # ---- generation
 
@@ -190,13 +261,19 @@ class RolloutPool:
                                  f"{self.max_model_len}: raise rollout.max_model_len or lower data.max_prompt_tokens")
         if not self.workers:
             raise RolloutError("generate called on a pool that was shut down")
-        calls = []
-        for w, (start, end) in zip(self.workers, split_evenly(len(prompt_ids), len(self.workers))):
-            w.info.last_request = (f"generate prompts {start}..{end - 1} (n={sampling.n}, "
-                                   f"max_tokens={sampling.max_tokens}) at {time.strftime('%H:%M:%S')}")
-            calls.append((w.info, w.actor.generate.remote([list(p) for p in prompt_ids[start:end]], sampling, start)))
-        chunks = wait_all(calls, what="generate", timeout_s=self.generate_timeout_s,
-                          timeout_key="rollout.generate_timeout_s")
+        ranges = split_evenly(len(prompt_ids), len(self.workers))
+
+        def submit(i: int, again: bool = False):
+            w, (start, end) = self.workers[i], ranges[i]
+            w.info.last_request = (f"generate prompts {start}..{end - 1} (n={sampling.n}, max_tokens="
+                                   f"{sampling.max_tokens}){' again' if again else ''} at {time.strftime('%H:%M:%S')}")
+            return w.info, w.actor.generate.remote([list(p) for p in prompt_ids[start:end]], sampling, start)
+
+        def retry(i: int, err: RolloutError):
+            return submit(i, again=True) if self._restart(i, err) is not None else None
+
+        chunks = wait_all([submit(i) for i in range(len(ranges))], what="generate", timeout_s=self.generate_timeout_s,
+                          timeout_key="rollout.generate_timeout_s", retry=retry)
         return [group for chunk in chunks for group in chunk]
 
     # ---- weight sync
@@ -205,6 +282,7 @@ class RolloutPool:
         """What the trainer's rank 0 needs to send weights to these workers itself (rl/trainer_rank.py)."""
         if not self.workers:
             raise RolloutError("sync_target called on a pool that was shut down")
+        self._sent_weights = True  # someone else sends weights from now on: a restart needs on_restart
         bucket_mb, timeout_s = self._sync_settings
         return SyncTarget(self.sync_backend, list(self.workers), int(bucket_mb * 2**20), timeout_s, self.dtype,
                           self._shapes, self._tied)
@@ -219,7 +297,9 @@ class RolloutPool:
             raise RolloutError("sync_weights called on a pool that was shut down")
         start = time.perf_counter()
         items = validate_named_tensors(named_tensors, tied_embeddings=self._tied, expected_shapes=self._shapes)
-        if self._sync is None:
+        if self._sync is None or self._sync.workers != self.workers:  # first call, or a worker was restarted
+            if self._sync is not None:
+                self._sync.close()
             self._sync = self.sync_target().build()
             self._sync.setup()
         # the backend casts to the engine dtype as it packs
@@ -253,6 +333,12 @@ class RolloutPool:
                 ray.kill(w.actor)  # a no-op for actors that exited; SIGKILL for hung ones
             except Exception:  # already gone
                 pass
+        if workers:  # engine processes a hung worker's kill orphaned, and what killed engines left in /dev/shm
+            procs = [p for ps in self._pids.values() for p in ps]
+            self._pids = {}
+            end_processes(procs, timeout_s=5)
+            remove_stale_kmp_files(p.pid for p in procs)
+            remove_stale_sync_folders()
 
     def __enter__(self) -> RolloutPool:
         return self

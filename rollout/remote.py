@@ -9,16 +9,20 @@ at once instead of queueing behind a slower, healthy worker.
 
 from __future__ import annotations
 
+import logging
 import pickle
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from rollout.errors import RolloutError, describe_worker
+from rollout.errors import RolloutError, death_cause, describe_worker
 from rollout.types import WorkerInfo
+
+log = logging.getLogger(__name__)
 
 # Bytes of results received from workers by this process (pickled size): the driver logs it per
 # step to show that nothing sized by the model comes back (completions are token-sized).
@@ -44,33 +48,70 @@ def _cause(err: BaseException) -> str:
 
 
 def wait_all(calls: list[tuple[WorkerInfo, ray.ObjectRef]], *, what: str, timeout_s: float,
-             timeout_key: str, step: int | None = None) -> list[Any]:
-    """Results of ``calls`` in order, or a ``RolloutError`` for the first that fails or outlives ``timeout_s``."""
+             timeout_key: str, step: int | None = None,
+             retry: Callable[[int, RolloutError], tuple[WorkerInfo, ray.ObjectRef] | None] | None = None,
+             log_every_s: float | None = None) -> list[Any]:
+    """Results of ``calls`` in order, or a ``RolloutError`` for the first that fails or outlives ``timeout_s``.
+
+    ``retry(i, error)``: for a worker that died or hung, may return a replacement call for ``calls[i]``
+    (a restarted worker, rollout/pool.py); it gets a fresh deadline, the other calls keep theirs.
+    Returning None, or an exception inside a worker, raises the error. With ``log_every_s`` (start-up
+    waits), a log line names what is still awaited each time that long passes without all results."""
     if not calls:
         return []
+    calls = list(calls)
     index_of = {ref: i for i, (_, ref) in enumerate(calls)}
+    deadline = {ref: time.monotonic() + timeout_s for _, ref in calls}
     results: list[Any] = [None] * len(calls)
     pending = [ref for _, ref in calls]
-    deadline = time.monotonic() + timeout_s
+    start = last_log = time.monotonic()
     global received_bytes
+
+    def fail_or_retry(ref, err: RolloutError) -> None:
+        i = index_of.pop(ref)
+        pending.remove(ref)
+        replacement = retry(i, err) if retry is not None and err.kind in ("died", "hung") else None
+        if replacement is None:
+            raise err
+        calls[i] = replacement
+        new = replacement[1]
+        index_of[new], deadline[new] = i, time.monotonic() + timeout_s
+        pending.append(new)
+
     while pending:
-        remaining = deadline - time.monotonic()
-        ready, pending = ray.wait(pending, num_returns=1, timeout=max(remaining, 0.0))
-        if not ready:
-            stuck = calls[index_of[pending[0]]][0]
-            raise RolloutError(
+        now = time.monotonic()
+        first = min(pending, key=deadline.__getitem__)
+        if deadline[first] <= now:
+            stuck = calls[index_of[first]][0]
+            fail_or_retry(first, RolloutError(
                 f"{describe_worker(stuck)} did not finish {what} within {timeout_s:g} s "
-                f"({len(pending)} call(s) still pending; a hang or a too-short {timeout_key})", stuck, step)
+                f"({len(pending)} call(s) still pending; a hang or a too-short {timeout_key})", stuck, step, "hung"))
+            continue
+        wait_s = deadline[first] - now
+        if log_every_s:
+            wait_s = min(wait_s, max(last_log + log_every_s - now, 0.0))
+        ready, _ = ray.wait(pending, num_returns=1, timeout=wait_s)
+        if not ready:
+            if log_every_s and time.monotonic() - last_log >= log_every_s:
+                last_log = time.monotonic()
+                waiting = "; ".join(describe_worker(calls[index_of[r]][0]) for r in pending[:3])
+                more = f" and {len(pending) - 3} more" if len(pending) > 3 else ""
+                log.info("still waiting for %s (%.0f s of %s=%g): %s%s", what, last_log - start, timeout_key,
+                         timeout_s, waiting, more)
+            continue
         ref = ready[0]
         info = calls[index_of[ref]][0]
         try:
-            results[index_of[ref]] = ray.get(ref, timeout=max(deadline - time.monotonic(), 0.0))
-        except GetTimeoutError as err:  # rare: ready but not yet fetched before the deadline
-            raise RolloutError(f"{describe_worker(info)} did not return {what} within {timeout_s:g} s "
-                               f"({timeout_key})", info, step) from err
+            results[index_of[ref]] = ray.get(ref, timeout=max(deadline[ref] - time.monotonic(), 0.0))
+            pending.remove(ref)
+        except GetTimeoutError:  # rare: ready but not yet fetched before the deadline
+            fail_or_retry(ref, RolloutError(f"{describe_worker(info)} did not return {what} within {timeout_s:g} s "
+                                            f"({timeout_key})", info, step, "hung"))
         except RayActorError as err:
-            raise RolloutError(f"{describe_worker(info)} died during {what}: {_cause(err)}", info, step) from err
+            fail_or_retry(ref, RolloutError(f"{describe_worker(info)} died during {what}: {death_cause(err)}", info,
+                                            step, "died"))
         except RayTaskError as err:
-            raise RolloutError(f"{describe_worker(info)} failed during {what}: {_cause(err)}", info, step) from err
+            raise RolloutError(f"{describe_worker(info)} failed during {what}: {_cause(err)}", info, step,
+                               "failed") from err
     received_bytes += sum(len(pickle.dumps(r)) for r in results)
     return results

@@ -67,6 +67,12 @@ class RolloutWorker:
 
     def generate(self, prompt_ids: list[list[int]], sampling: SamplingSpec,
                  first_index: int) -> list[list[Completion]]:
+        self.generate_calls = getattr(self, "generate_calls", 0) + 1
+        fault = f"kill_worker:{self.index}:{self.generate_calls}"  # test hook (rl/faults.py): die mid-request
+        if fault in os.environ.get("TOKENCREDIT_FAULT", "").split(","):
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
         return self.engine.generate(prompt_ids, sampling, first_index)
 
     # ---- weight sync (called by rollout.weight_sync backends)
@@ -76,7 +82,9 @@ class RolloutWorker:
 
     def load_weights_from_bytes(self, blobs: list[bytes], timeout_s: float) -> int:
         """For a worker on another node than the trainer: the shared-memory files arrive as bytes."""
-        folder = tempfile.mkdtemp(prefix="tokencredit-sync-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        from rollout.cleanup import sync_folder_prefix
+
+        folder = tempfile.mkdtemp(prefix=sync_folder_prefix(), dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
         paths = []
         try:
             for i, blob in enumerate(blobs):

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 import ray
 import torch
 
+from rollout.cleanup import sync_folder_prefix
 from rollout.remote import WorkerHandle
 from rollout.weight_sync.base import WeightSync, local_node_id
 from rollout.weight_sync.safetensors_file import write_bucket_file
@@ -36,7 +37,8 @@ class SharedMemorySync(WeightSync):
     def __init__(self, workers: list[WorkerHandle], *, bucket_bytes: int, timeout_s: float,
                  dtype: torch.dtype | None = None, shm_dir: str = "/dev/shm"):
         super().__init__(workers, bucket_bytes=bucket_bytes, timeout_s=timeout_s, dtype=dtype)
-        self.folder = tempfile.mkdtemp(prefix="tokencredit-sync-", dir=shm_dir if os.path.isdir(shm_dir) else None)
+        # the pid in the name lets a later run remove the folder if this process is killed (rollout/cleanup.py)
+        self.folder = tempfile.mkdtemp(prefix=sync_folder_prefix(), dir=shm_dir if os.path.isdir(shm_dir) else None)
 
     def write_buckets(self, buckets: Iterable[list[tuple[str, torch.Tensor]]]) -> tuple[list[str], int]:
         """Write each bucket as a file as it arrives (cast to the engine dtype); (paths, number of tensors)."""

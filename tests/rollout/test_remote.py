@@ -71,3 +71,31 @@ def test_a_dead_worker_is_reported_at_once_not_after_the_timeout(Probe):
     with pytest.raises(RolloutError, match=r"rollout worker 1 .* died during generate") as err:
         wait_all(calls, what="generate", timeout_s=300, timeout_key="k")
     assert err.value.worker.index == 1
+
+
+def test_a_start_up_wait_says_what_it_waits_for_before_the_deadline(Probe, caplog):
+    import logging
+
+    p = Probe.remote()
+    with caplog.at_level(logging.INFO, logger="rollout.remote"):
+        wait_all([(_info(3), p.sleep.remote(1.5))], what="engine start-up", timeout_s=60,
+                 timeout_key="rollout.start_timeout_s", log_every_s=0.4)
+    assert "still waiting for engine start-up" in caplog.text and "rollout worker 3" in caplog.text
+    assert "rollout.start_timeout_s=60" in caplog.text
+
+
+def test_a_dead_worker_may_be_replaced_by_the_retry_callback(ray_local, Probe):
+    dying, spare = Probe.remote(), Probe.remote()
+    seen = []
+
+    def retry(i, err):
+        seen.append((i, err.kind))
+        return _info(i), spare.echo.remote("again")
+
+    calls = [(_info(0), dying.die.remote())]
+    assert wait_all(calls, what="generate", timeout_s=60, timeout_key="k", retry=retry) == ["again"]
+    assert seen == [(0, "died")]
+    p = Probe.remote()  # an exception inside a worker is not retried: it would happen again
+    with pytest.raises(RolloutError, match="failed during generate") as err:
+        wait_all([(_info(0), p.fail.remote())], what="generate", timeout_s=60, timeout_key="k", retry=retry)
+    assert err.value.kind == "failed" and len(seen) == 1
