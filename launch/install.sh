@@ -61,6 +61,15 @@ if ! ls /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 >/dev/null 2>&1 && command
     echo "[install] tip: sudo apt-get install libtcmalloc-minimal4 makes vLLM's CPU backend faster"
   fi
 fi
+# DeepSpeed compiles its CPU ops (shared-memory all-reduce; CPU Adam for optimizer offload) on first use;
+# build them now, once, rather than inside a run, where a kill mid-build left a lock that blocked every
+# later run (rl/ds_ops.py)
+pyver=$(python -c 'import sys; print(f"py{sys.version_info[0]}{sys.version_info[1]}{sys.abiflags}_cpu")')
+ext=${TORCH_EXTENSIONS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/torch_extensions/$pyver}  # as torch computes it
+if [ ! -f "$ext/deepspeed_shm_comm/deepspeed_shm_comm.so" ] || [ ! -f "$ext/cpu_adam/cpu_adam.so" ]; then
+  echo "[install] building DeepSpeed's CPU ops (about 2 minutes, once; log: $LOG)"
+  quiet python -m rl.ds_ops build
+fi
 model=$(tokencredit prepare-model smollm2-135m)  # converts the bundled model once (~20 s), then only checks
 versions=$(python -c 'import torch, vllm; print(f"torch {torch.__version__}, vllm {vllm.__version__}")' 2>/dev/null)
 echo "[install] ready: $VENV ($versions); model smollm2-135m at $model"

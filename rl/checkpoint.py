@@ -99,26 +99,53 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The driver's RNG states in a form ``torch.load(weights_only=True)`` reads (tensors, ints, tuples)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "numpy": (str(kind), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))}
 
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, *rest = state["numpy"]
+    keys = keys.numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)
+    np.random.set_state((kind, keys.astype(np.uint32), *rest))
     torch.set_rng_state(state["torch"])
+
+
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint could not be written; the previous one is untouched (the message names it)."""
 
 
 def save_checkpoint(run_dir: Path, step: int, trainers, driver_state: dict, config_yaml: str,
                     keep_last: int) -> Path:
+    """Write the checkpoint of ``step``; any failure (disk full, permission, a rank's error) removes the
+    partial ``.tmp`` folder and raises ``CheckpointSaveError`` naming the cause and the checkpoint that
+    stays the one to resume from. A kill mid-save leaves the ``.tmp`` folder, which nothing reads."""
     root = checkpoint_root(run_dir)
+    tmp = root / f"step_{step:06d}.tmp"
+    try:
+        return _save(root, step, tmp, trainers, driver_state, config_yaml, keep_last)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)  # frees the space a full disk needs back
+        if not isinstance(e, Exception):
+            raise  # an interrupt: the caller reports it
+        previous = latest_checkpoint(run_dir)
+        keep = f"the previous checkpoint {previous} is intact" if previous else "there is no earlier checkpoint"
+        raise CheckpointSaveError(f"checkpoint save of step {step} to {root} failed: {type(e).__name__}: "
+                                  f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}; {keep} and "
+                                  f"resume picks it") from e
+
+
+def _save(root: Path, step: int, tmp: Path, trainers, driver_state: dict, config_yaml: str, keep_last: int) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     _restore_set_aside(root)
     final = root / f"step_{step:06d}"
-    tmp = root / f"step_{step:06d}.tmp"
     aside = root / f"step_{step:06d}{ASIDE}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     trainers.save(str(tmp / "ds"), {"step": step})
+    _fault_injection("save_error", step)
     torch.save({**driver_state, "step": step, "rng": rng_state()}, tmp / "state.pt")
     _fault_injection("kill_in_save", step)
     (tmp / "config.yaml").write_text(config_yaml)
@@ -130,7 +157,7 @@ def save_checkpoint(run_dir: Path, step: int, trainers, driver_state: dict, conf
     _fsync_path(root, is_dir=True)  # the renames themselves
     if aside.exists():
         shutil.rmtree(aside)
-    for old in complete_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
+    for old in complete_checkpoints(root.parent)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob("*.tmp"):  # leftovers of an interrupted save
         shutil.rmtree(stale, ignore_errors=True)
@@ -138,9 +165,17 @@ def save_checkpoint(run_dir: Path, step: int, trainers, driver_state: dict, conf
 
 
 def _fault_injection(point: str, step: int) -> None:
-    """Test hook: TOKENCREDIT_FAULT=kill_in_save:STEP SIGKILLs this process mid-save (tests/e2e)."""
-    if os.environ.get("TOKENCREDIT_FAULT") == f"{point}:{step}":
+    """Test hooks (rl/faults.py): ``kill_in_save:STEP`` SIGKILLs this process mid-save;
+    ``save_error:STEP[:ERRNO]`` fails the save as a full disk (ENOSPC, the default) or EACCES, EIO would."""
+    from rl.faults import injected
+
+    args = injected(point, step)
+    if args is None:
+        return
+    if point == "kill_in_save":
         os.kill(os.getpid(), signal.SIGKILL)
+    code = getattr(errno, args[0] if args else "ENOSPC")
+    raise OSError(code, f"{os.strerror(code)} (injected by TOKENCREDIT_FAULT)")
 
 
 def resolve_resume(resume: str, run_dir: Path) -> Path | None:
@@ -157,7 +192,11 @@ def resolve_resume(resume: str, run_dir: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path, trainers) -> dict:
+    """Load the ranks' DeepSpeed state and the driver's ``state.pt``; nothing is unpickled beyond tensors
+    and plain containers (``weights_only``; the ranks load DeepSpeed's files the same way, rl/safe_load.py)."""
+    from rl.safe_load import load_weights_only
+
     trainers.load(str(path / "ds"))
-    state = torch.load(path / "state.pt", weights_only=False)
+    state = load_weights_only(path / "state.pt", numpy_arrays=True)  # arrays: state.pt of earlier versions
     set_rng_state(state["rng"])
     return state

@@ -265,15 +265,21 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"tokencredit: error: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    except KeyboardInterrupt:
-        print("tokencredit: interrupted (the last complete checkpoint is intact; resume with checkpoint.resume=auto)",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # rl/faults.py RunInterrupted: SIGINT / SIGTERM, engines already shut down
+        from rl.faults import resume_advice
+
+        print(f"tokencredit: interrupted: {e}" if str(e) else "tokencredit: interrupted", file=sys.stderr)
+        advice = resume_advice(getattr(e, "run_dir", None), sys.argv[1:] if argv is None else argv)
+        if advice:
+            print(f"tokencredit: {advice}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
     except Exception as e:  # noqa: BLE001 - user-facing errors from rewards/rollout/trainer
         from rewards import RewardError
+        from rl.checkpoint import CheckpointSaveError
+        from rl.faults import NonFiniteError, resume_advice
         from rl.trainer_group import TrainerError
 
-        known = (RewardError, TrainerError, ValueError, KeyError)
+        known = (RewardError, TrainerError, ValueError, KeyError, CheckpointSaveError, NonFiniteError)
         try:
             from rollout.errors import RolloutError
 
@@ -282,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
             pass
         if isinstance(e, known):
             print(f"tokencredit: error: {type(e).__name__}: {e}", file=sys.stderr)
+            advice = resume_advice(getattr(e, "run_dir", None), sys.argv[1:] if argv is None else argv)
+            if advice:
+                print(f"tokencredit: {advice}", file=sys.stderr)
             _point_at_logs()
             return EXIT_RUN
         _point_at_logs()

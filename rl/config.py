@@ -128,6 +128,9 @@ class RolloutConfig:
     sync_timeout_s: float = _h(120.0, "timeout of each weight-sync call", gt=0)
     generate_timeout_s: float = _h(900.0, "timeout of one generate call on a worker", gt=0)
     start_timeout_s: float = _h(600.0, "timeout for a worker's engine to start", gt=0)
+    max_restarts: int = _h(2, "a rollout worker that dies or hangs is restarted, gets the current weights and its seeded "
+                           "request is retried (the same samples), at most this many times per worker; 0 = stop at once",
+                           ge=0)
 
 
 @dataclass
@@ -219,6 +222,9 @@ class TrainerConfig:
                             "small updates are not rounded away)")
     torch_threads: int = _h(0, "torch threads per trainer rank (0 = all cores on CPU, where rollout and training take "
                             "turns)", ge=0)
+    on_nonfinite: Literal["skip", "stop"] = _h("skip", "a non-finite loss or gradient norm: the update is never applied "
+                                               "(weights and optimizer state stay as they were); skip = log it and go on, "
+                                               "stop = end the run with an error (the last checkpoint is intact)")
 
 
 @dataclass

@@ -103,6 +103,8 @@ class PolicyEngine:
                 opt, lr_lambda(cfg.trainer.lr_schedule, cfg.trainer.warmup_steps, total_optimizer_steps)))
         self.models["policy"] = self.engine.module
         self.lora = lora.rank > 0
+        self.last_nonfinite: str | None = None
+        self.inject_nan = False
 
     # ---------------------------------------------------------------- set-up
     def _ds_config(self) -> dict:
@@ -254,6 +256,8 @@ class PolicyEngine:
         done = 0
         norm_before = None
         shares: dict[str, float] = {}
+        self.last_nonfinite = None  # "loss" | "grad_norm" when this step was dropped (see _step)
+        bad_loss = False
         for objective, micro_batches, norm in parts:
             for mb in micro_batches:
                 done += 1
@@ -267,17 +271,61 @@ class PolicyEngine:
                                                     with_entropy=objective.train_entropy)
                     out = {"logp": logp, "entropy": ent, "hidden": h, "heads": heads}
                     share, values, weight = objective.loss(out, mb, norm)
+                    if self.inject_nan:  # test hook (rl/faults.py nan_loss)
+                        share = share * float("nan")
+                    if not bool(torch.isfinite(share.detach())):
+                        bad_loss = True
+                        share = share * float("nan")  # makes every gradient non-finite: the step is dropped
                     self.engine.set_gradient_accumulation_boundary(last)
                     # DeepSpeed averages gradients over ranks: multiply back so the global sum is exact.
                     self.engine.backward(share * self.world_size, scale_wrt_gas=False)
-                if last and not hasattr(self.optimizer, "_global_grad_norm"):
-                    norm_before = self._plain_grad_norm()
-                self.engine.step()
+                if last:
+                    norm_before = self._step(bad_loss)
+                else:
+                    self.engine.step()
                 if weight > 0:
                     metrics.update_means(values, weight)
                 shares[objective.prefix] = shares.get(objective.prefix, 0.0) + float(share.detach())
+        if self.last_nonfinite:
+            return float("nan"), shares
         after = self.engine.get_global_grad_norm() if n_micro else None
         return (float(after) if after is not None else float(norm_before or 0.0)), shares
+
+    def _step(self, bad_loss: bool) -> float | None:
+        """The optimizer step after the last micro-batch, unless the loss or the gradient norm is not finite
+        (``trainer.on_nonfinite``): then the update is dropped before it touches the weights or the optimizer
+        state, on every rank alike (a non-finite loss anywhere made every gradient non-finite, and gradients
+        are reduced over ranks), and ``last_nonfinite`` says why. ZeRO-0 with a plain torch optimizer: the
+        gradient norm is checked here, before ``engine.step()`` (DeepSpeed would clip by NaN and step);
+        DeepSpeed's own optimizers (ZeRO 1-3, bf16 weights) compute the norm inside their step and drop a
+        non-finite one themselves (``optimizer.overflow``). A dropped step advances the LR schedule like
+        ``skip_step``. Returns the pre-clip norm where it is computed here (plain optimizer)."""
+        norm = None
+        if not hasattr(self.optimizer, "_global_grad_norm"):  # plain torch optimizer: ZeRO-0
+            norm = self._plain_grad_norm()
+            if not math.isfinite(norm):
+                self.optimizer.zero_grad(set_to_none=True)
+                self.last_nonfinite = "loss" if bad_loss else "grad_norm"
+                self.skip_step()
+                return norm
+        self.engine.step()
+        if getattr(self.optimizer, "overflow", False):
+            self.last_nonfinite = "loss" if bad_loss else "grad_norm"
+            self.skip_step()
+        return norm
+
+    def nonfinite_parameter(self) -> str | None:
+        """The first parameter (this rank's partition of it under ZeRO-3) holding NaN or inf, agreed over
+        ranks (a collective); None when all are finite."""
+        bad = None
+        for name, p in self.engine.module.named_parameters():
+            t = getattr(p, "ds_tensor", None)
+            if not bool(torch.isfinite(t if t is not None else p.detach()).all()):
+                bad = name
+                break
+        if self.world_size > 1 and dist.all_reduce([float(bad is not None)], "max")[0] and bad is None:
+            bad = "(on another rank)"
+        return bad
 
     def _begin_micro_batch(self) -> None:
         """What ``DeepSpeedEngine.forward`` does first, which we bypass by calling the module's parts:
@@ -358,9 +406,15 @@ class PolicyEngine:
 
     # ---------------------------------------------------------------- checkpoints
     def save(self, path: str, client_state: dict) -> None:
+        bad = self.nonfinite_parameter()  # never a checkpoint of NaN weights
+        if bad is not None:
+            raise FloatingPointError(f"refusing to write a checkpoint: parameter {bad} holds NaN or inf values")
         self.engine.save_checkpoint(path, tag="ds", client_state=client_state)
 
     def load(self, path: str) -> dict:
+        from rl.safe_load import use_weights_only
+
+        use_weights_only(self.engine)  # DeepSpeed's files load weights_only, like state.pt (rl/safe_load.py)
         _, client_state = self.engine.load_checkpoint(path, tag="ds")
         return client_state or {}
 

@@ -39,7 +39,7 @@ def write_inspect_page(run_dir: Path, step: int | None = None, out: str | None =
     path = folder / f"step_{step:06d}.pt" if step is not None else _latest(folder)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no saved batch for step {step}")
-    b = torch.load(path, weights_only=False)
+    b = torch.load(path, weights_only=True)  # tensors, strings and numbers only (rl/inspect_dump.py)
     credit = (b["advantages"] * b["token_weight"] * b["token_mask"]).float()
     scale = float(credit.abs().max()) or 1.0
     kept_tokens = int(b["token_mask"].sum())

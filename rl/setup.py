@@ -72,6 +72,9 @@ def init_ray(cfg: Config) -> None:
         from rollout.local_ray import init_local_ray
 
         init_local_ray(cpus, **extra)  # every Ray port on 127.0.0.1, no dashboard (rollout/local_ray.py)
+    from rl.faults import after_ray_init
+
+    after_ray_init()  # the run's SIGINT / SIGTERM handling again, over the one ray.init set (rl/faults.py)
 
 
 def build_components(cfg: Config, recipe_path: str | None) -> Components:
@@ -119,6 +122,8 @@ def build_components(cfg: Config, recipe_path: str | None) -> Components:
         with starting(describe_rollout(cfg)):
             pool = make_pool(cfg, model_path, placement)
         trainers.attach_rollout(pool.sync_target())  # weights go rank 0 -> workers, not through here
+        # a restarted worker (rollout.max_restarts) gets rank 0's current weights before its request is retried
+        pool.on_restart = lambda p: trainers.resync_rollout(p.sync_target())
     except BaseException:
         for part in (trainers, pool):
             if part is not None:
@@ -173,7 +178,7 @@ def make_pool(cfg: Config, model_path: str, placement):
                        num_cpus_per_worker=r.num_cpus_per_worker, num_gpus_per_worker=r.num_gpus_per_worker,
                        sync_backend=r.sync_backend, sync_bucket_mb=r.sync_bucket_mb,
                        sync_timeout_s=r.sync_timeout_s, generate_timeout_s=r.generate_timeout_s,
-                       start_timeout_s=r.start_timeout_s, placement=placement.worker)
+                       start_timeout_s=r.start_timeout_s, placement=placement.worker, max_restarts=r.max_restarts)
 
 
 def _midtraining(cfg: Config, tokenizer, pad_id: int):

@@ -19,6 +19,7 @@ import torch
 from rl.config import Config
 from rl.metrics import reduce_ranks
 from rl.trainer_rank import TrainerRank, split_rows
+from rollout.errors import death_cause
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class TrainerGroup:
         self.timeout = cfg.cluster.timeout_s
         self.received_bytes = 0
         self.nodes: list[dict] = []
+        self.dead = False  # a rank died: shutdown kills the rest at once (they may hang in a collective)
         actor = ray.remote(TrainerRank)
         self.ranks = [
             actor.options(num_cpus=t.num_cpus_per_rank, num_gpus=t.num_gpus_per_rank,
@@ -62,42 +64,55 @@ class TrainerGroup:
             addr, port = self._get([self.ranks[0].rendezvous_address.remote()], "rank 0's rendezvous address")[0]
             log.info("trainer rendezvous at %s:%d (rank 0's node); ranks on %s", addr, port,
                      sorted({n["node"] for n in self.nodes}))
+            self._all("prepare_ops", what="trainer ranks to load DeepSpeed's C++ ops (built by launch/install.sh; "
+                                          "otherwise compiled now, once, ~30 s per op on 2 cores: rl/ds_ops.py)")
             self._all("start", addr, port,
-                      what=f"trainer ranks to load the model and join the rendezvous at {addr}:{port} "
-                           f"(DeepSpeed init; the first run also builds DeepSpeed's CPU ops)")
+                      what=f"trainer ranks to join the rendezvous at {addr}:{port} (every rank must arrive), then "
+                           f"load the model ({model_path}) and start DeepSpeed")
         except BaseException:
             self.shutdown()
             raise
 
     # ------------------------------------------------------------------ plumbing
     def _get(self, refs: list, what: str) -> list:
-        """Results in order; every 30 s without them a log line says what is awaited."""
-        start = time.monotonic()
+        """Results in order (``refs[i]`` is rank i's call). The first rank that fails or dies raises at once
+        (the others may be waiting for it in a collective); every 30 s without results a log line says what
+        is awaited."""
+        start = last_log = time.monotonic()
+        index = {ref: i for i, ref in enumerate(refs)}
+        results: list = [None] * len(refs)
         pending = list(refs)
         while pending:
             left = self.timeout - (time.monotonic() - start)
-            _, pending = ray.wait(pending, num_returns=len(pending), timeout=max(min(30.0, left), 0.0))
-            if pending and time.monotonic() - start >= self.timeout:
+            if left <= 0:
                 raise TrainerError(f"trainer call {what!r} did not finish within cluster.timeout_s="
                                    f"{self.timeout:.0f}s ({len(pending)} of {len(refs)} ranks still busy)")
-            if pending:
-                log.info("still waiting for %s (%.0fs, %d of %d ranks)", what, time.monotonic() - start,
+            ready, pending = ray.wait(pending, num_returns=1, timeout=min(30.0, left))
+            for ref in ready:
+                results[index[ref]] = self._result(ref, index[ref], what)
+            if pending and time.monotonic() - last_log >= 30.0:
+                last_log = time.monotonic()
+                log.info("still waiting for %s (%.0fs, %d of %d ranks)", what, last_log - start,
                          len(pending), len(refs))
-        try:
-            results = ray.get(refs)
-        except ray.exceptions.RayActorError as e:
-            raise TrainerError(f"a trainer rank died during {what!r} ({self._where(e)}): "
-                               f"{str(e).strip().splitlines()[0]}") from None
-        except ray.exceptions.RayTaskError as e:  # an exception inside the rank: re-raise its cause
-            cause = e.cause if getattr(e, "cause", None) is not None else e
-            raise TrainerError(f"trainer call {what!r} failed: {type(cause).__name__}: {cause}") from cause
         self.received_bytes += sum(len(pickle.dumps(r)) for r in results)
         return results
 
-    def _where(self, err) -> str:
-        if not self.nodes:
-            return "during start-up"
-        return ", ".join(f"rank {n['rank']} on {n['node']} pid {n['pid']}" for n in self.nodes)
+    def _result(self, ref, rank: int, what: str):
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayActorError as e:
+            self.dead = True
+            raise TrainerError(f"trainer {self._where(rank)} died during {what!r}: {death_cause(e)}") from None
+        except ray.exceptions.RayTaskError as e:  # an exception inside the rank: re-raise its cause
+            cause = e.cause if getattr(e, "cause", None) is not None else e
+            raise TrainerError(f"trainer call {what!r} failed: {type(cause).__name__}: {cause}") from cause
+
+    def _where(self, rank: int) -> str:
+        """``rank 1 (node 10.0.0.3, host gpu7, pid 4242)``, as far as it is known."""
+        n = next((n for n in self.nodes if n.get("rank") == rank), None)
+        if n is None:
+            return f"rank {rank} (during start-up, before it reported its node)"
+        return f"rank {rank} (node {n['node']}, host {n.get('host', '?')}, pid {n['pid']})"
 
     def _all(self, method: str, *args, what: str | None = None) -> list:
         return self._get([getattr(r, method).remote(*args) for r in self.ranks], what or method)
@@ -157,7 +172,14 @@ class TrainerGroup:
         self._all("attach_rollout", target, what="trainer ranks to connect to the rollout workers for weight sync")
 
     def sync_weights(self, step: int) -> float:
+        self.synced_step = step
         return max(self._all("sync_weights", step, what=f"weight sync to the rollout workers (step {step})"))
+
+    def resync_rollout(self, target) -> float:
+        """After the pool restarted a worker (rollout/pool.py ``on_restart``): connect rank 0 to the new
+        worker handles and send the current weights again, under the version of the last sync."""
+        self.attach_rollout(target)
+        return self.sync_weights(getattr(self, "synced_step", 0))
 
     def save(self, path: str, client_state: dict) -> None:
         self._all("save", path, client_state, what=f"checkpoint save to {path}")
@@ -169,14 +191,18 @@ class TrainerGroup:
         self._all("export_hf", path, tokenizer_path, what=f"HF export to {path}")
 
     def shutdown(self) -> None:
-        refs = [r.close.remote() for r in self.ranks]
-        ray.wait(refs, num_returns=len(refs), timeout=30)
+        if not self.dead:  # after a death the others may hang in a collective: no point waiting for them
+            refs = [r.close.remote() for r in self.ranks]
+            ray.wait(refs, num_returns=len(refs), timeout=30)
         for r in self.ranks:
             try:
                 ray.kill(r)
             except Exception:  # noqa: BLE001 - already gone
                 pass
         self.ranks = []
+        from rollout.cleanup import remove_stale_sync_folders
+
+        remove_stale_sync_folders()  # rank 0's /dev/shm weight files when it could not remove them itself
 
 
 def _take(batch: dict, idx) -> dict:

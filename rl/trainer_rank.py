@@ -89,6 +89,13 @@ class TrainerRank:
 
         return ray.util.get_node_ip_address(), free_port()
 
+    def prepare_ops(self) -> list[str]:
+        """Load DeepSpeed's CPU ops before DeepSpeed starts (built at install time; a stale build lock
+        stops here with one line instead of a wait until cluster.timeout_s: rl/ds_ops.py)."""
+        from rl.ds_ops import prepare
+
+        return prepare(self.cfg.trainer.offload_optimizer)
+
     def start(self, master_addr: str, master_port: int) -> dict:
         from rl.engine import PolicyEngine
         from rl.objectives.grpo import GRPOObjective
@@ -117,6 +124,13 @@ class TrainerRank:
 
     def train_step(self, shard: dict, ntp: dict | None, step: int, total_steps: int, inspect: bool):
         """Prepare and update on this rank's groups; returns (metric record, inspect payload or None)."""
+        from rl.faults import injected
+
+        if injected("kill_rank", self.rank, step + 1) is not None:  # test hook: this rank dies (rl/faults.py)
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.engine.inject_nan = injected("nan_loss", step + 1) is not None
         timer, m = Timer(), RankMetrics()
         exp = self._experience(shard)
         means, counts = self.grpo.prepare(self.engine, exp, step, total_steps, timer)
@@ -134,7 +148,7 @@ class TrainerRank:
         active = exp.active_rows().nonzero()[:, 0]
         template = self.grpo.train_rows(exp, torch.zeros(1, dtype=torch.long, device=active.device))
         ntp = {k: v.to(eng.device) for k, v in ntp.items()} if ntp is not None else None
-        steps = skipped = 0
+        steps = skipped = nonfinite = nonfinite_loss = 0
         grad_norms, shares = [], {}
         for epoch in range(a.epochs):
             order = active
@@ -154,15 +168,21 @@ class TrainerRank:
                     skipped += 1
                     continue
                 norm, part_shares = eng.train_step(planned, m)
-                grad_norms.append(norm)
                 for k, v in part_shares.items():
                     shares[k] = shares.get(k, 0.0) + v
+                if eng.last_nonfinite:  # dropped, weights untouched (engine._step; trainer.on_nonfinite)
+                    nonfinite += 1
+                    nonfinite_loss += eng.last_nonfinite == "loss"
+                    continue
+                grad_norms.append(norm)
                 steps += 1
         for k, v in shares.items():
             m.sum(f"{k}/loss", v / max(steps, 1))  # ranks' shares add up to each step's loss
         m.max("train/grad_norm", sum(grad_norms) / max(len(grad_norms), 1))
         m.max("train/optimizer_steps", steps)
         m.max("train/skipped_optimizer_steps", skipped)
+        m.max("train/nonfinite_steps", nonfinite)
+        m.max("train/nonfinite_loss", nonfinite_loss)
         m.max("train/lr", eng.lr)
         m.sum("train/rows_in_backward", float(active.numel()))
 
@@ -217,7 +237,12 @@ class TrainerRank:
             if planned:
                 grad_norm, shares = eng.train_step(planned, m)
                 m.sum("train/loss", shares.get(self.pref.prefix, 0.0))
-                m.max("train/grad_norm", grad_norm)
+                if eng.last_nonfinite:  # dropped, weights untouched (engine._step; trainer.on_nonfinite)
+                    m.max("train/nonfinite_steps", 1.0)
+                    m.max("train/nonfinite_loss", float(eng.last_nonfinite == "loss"))
+                    planned = []
+                else:
+                    m.max("train/grad_norm", grad_norm)
             else:  # no pair on any rank: the LR schedule still advances
                 eng.skip_step()
         m.max("train/optimizer_steps", float(bool(planned)))
@@ -263,6 +288,8 @@ class TrainerRank:
                                                       expected_shapes=target.expected_shapes)}
         self.sync_names = names
         if self.rank == 0:
+            if self.sync is not None:  # again after a rollout worker was restarted: new handles
+                self.sync.close()
             self.sync = target.build()
             self.sync.setup()
         return len(names)

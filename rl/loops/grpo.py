@@ -18,6 +18,7 @@ from rl.batch import build_experience, rollout_batch
 from rl.collect import collect
 from rl.config import Config, to_yaml
 from rl.evaluate import evaluate
+from rl.faults import RunInterrupted, StopSignals, check_nonfinite, note_run_dir
 from rl.inspect_dump import save_batch
 from rl.setup import Components, build_components
 from rl.tracking import Timer, Tracker, write_report
@@ -27,8 +28,14 @@ log = logging.getLogger(__name__)
 
 
 def train(cfg: Config, recipe_path: str | None = None) -> Path:
-    c: Components = build_components(cfg, recipe_path)
+    stop = StopSignals().install()  # SIGINT / SIGTERM: the policy is in rl/faults.py
+    try:
+        c: Components = build_components(cfg, recipe_path)
+    except BaseException:
+        stop.restore()
+        raise
     run_dir, trainers, pool, tracker = c.run_dir, c.trainers, c.pool, None
+    stop.on_request = lambda: setattr(pool, "stopping", True)  # engines killed by the signal stay dead
     try:
         steps, start = cfg.trainer.steps, 0
         resume_from = ckpt.resolve_resume(cfg.checkpoint.resume, run_dir)
@@ -45,6 +52,7 @@ def train(cfg: Config, recipe_path: str | None = None) -> Path:
             tracker.log(0, evaluate(pool, held_out, c.scorer, cfg, 0, steps))
 
         write_cluster_map(run_dir, trainers, pool)
+        stop.begin_steps()  # from here a first signal lets the step finish (again after ray.init's own handler)
         for step in range(start, steps):
             timer, ntp, metrics = Timer(), None, {}
             received = trainers.received_bytes + remote.received_bytes
@@ -78,20 +86,34 @@ def train(cfg: Config, recipe_path: str | None = None) -> Path:
                     metrics.update(evaluate(pool, held_out, c.scorer, cfg, step + 1, steps))
             tracker.log(step + 1, metrics)
             tracker.progress(step + 1, metrics)
-            if (cfg.checkpoint.every and (step + 1) % cfg.checkpoint.every == 0) or (is_last and cfg.checkpoint.save_final):
+            # an update dropped for a non-finite loss / grad norm: logged, or the run stops (trainer.on_nonfinite)
+            check_nonfinite(cfg.trainer.on_nonfinite, step + 1, metrics, ckpt.latest_checkpoint(run_dir))
+            due = (cfg.checkpoint.every and (step + 1) % cfg.checkpoint.every == 0) or (is_last and cfg.checkpoint.save_final)
+            if due or stop.requested:  # a stop always leaves a checkpoint of the step it finished
                 ckpt.save_checkpoint(run_dir, step + 1, trainers, {"sampler": c.sampler.state_dict()},
                                      to_yaml(cfg), cfg.checkpoint.keep_last)
             if cfg.checkpoint.export_hf_every and (step + 1) % cfg.checkpoint.export_hf_every == 0:
                 trainers.export_hf(str(run_dir / f"hf_model_step_{step + 1}"), c.model_path)
+            if stop.requested and not is_last:
+                raise RunInterrupted(stop.signum, f"stopped after step {step + 1} of {steps}; its checkpoint "
+                                                  f"{ckpt.latest_checkpoint(run_dir)} is complete", run_dir)
 
         if cfg.checkpoint.export_hf and start < steps:
             trainers.export_hf(str(run_dir / "hf_model"), c.model_path)
         return run_dir
+    except BaseException as e:
+        if stop.requested and not isinstance(e, RunInterrupted):  # a signal to every process took the engines
+            raise RunInterrupted(stop.signum, f"the engines stopped with the signal ({type(e).__name__}: "
+                                              f"{str(e).splitlines()[0] if str(e) else ''}); the step was abandoned",
+                                 run_dir) from e
+        note_run_dir(e, run_dir)  # the command line prints the last checkpoint and the resume command
+        raise
     finally:
         if tracker is not None:
             tracker.close()
         write_report(run_dir, f"{cfg.name}: {run_dir.name}")
         c.close()
+        stop.restore()
 
 
 def write_cluster_map(run_dir: Path, trainers, pool) -> None:

@@ -158,7 +158,8 @@ def test_resaving_a_step_always_leaves_a_usable_checkpoint(tmp_path, monkeypatch
         try:
             ckpt.save_checkpoint(run, 12, WeightsTrainers("B"), {}, "", keep_last=3)
             failed = False
-        except Injected:
+        except ckpt.CheckpointSaveError as e:  # the driver's report of the failure (test_checkpoint_faults.py)
+            assert isinstance(e.__cause__, Injected), e
             failed = True
         finally:
             monkeypatch.undo()

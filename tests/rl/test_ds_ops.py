@@ -1,0 +1,50 @@
+"""DeepSpeed's JIT build lock: a lock nobody holds stops the start-up at once, with the file and the fix."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from rl import ds_ops
+from rl.config import load_config
+from tests.rl.test_engine import REPO
+
+
+def test_a_lock_no_process_holds_is_stale_and_one_that_is_held_is_not(tmp_path):
+    lock = tmp_path / "deepspeed_shm_comm" / "lock"
+    lock.parent.mkdir()
+    lock.write_text("")
+    assert ds_ops.stale_locks(["deepspeed_shm_comm", "cpu_adam"], tmp_path, recheck_s=0) == [lock]
+    fd = os.open(lock, os.O_RDONLY)  # what torch's FileBaton does while it builds: the file stays open
+    try:
+        assert ds_ops.lock_holders(lock) == [os.getpid()]
+        assert ds_ops.stale_locks(["deepspeed_shm_comm"], tmp_path, recheck_s=0) == []
+    finally:
+        os.close(fd)
+
+
+def test_the_trainer_rank_refuses_to_start_on_a_stale_lock_with_one_line(tmp_path, monkeypatch):
+    """What used to wait cluster.timeout_s (600 s) and fail naming neither the lock nor the fix."""
+    from rl.trainer_rank import TrainerRank
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    lock = tmp_path / "deepspeed_shm_comm" / "lock"
+    lock.parent.mkdir()
+    lock.write_text("")
+    cfg = load_config(REPO / "recipes/smoke.yaml")
+    rank = TrainerRank(cfg, "unused", 0, 1, 1)
+    with pytest.raises(ds_ops.StaleBuildLock) as err:
+        rank.prepare_ops()
+    msg = str(err.value)
+    assert "\n" not in msg and str(lock) in msg and f"rm {lock}" in msg and "no process holds it" in msg
+    assert ds_ops.extensions_root() == tmp_path
+
+
+def test_the_ops_a_cpu_trainer_needs():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CPU machines only")
+    assert ds_ops.needed(offload_optimizer=False) == [ds_ops.SHM_COMM]
+    assert ds_ops.needed(offload_optimizer=True) == [ds_ops.SHM_COMM, ds_ops.CPU_ADAM]
