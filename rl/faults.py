@@ -70,6 +70,7 @@ class StopSignals:
     def __init__(self, on_request=None) -> None:
         self.signum: int | None = None
         self.stepping = False
+        self.closing = 0  # signals received while shutting down (the first is waited out)
         self.on_request = on_request  # called once, on the first signal (e.g. no more worker restarts)
         self._old: dict[int, object] = {}
 
@@ -91,8 +92,19 @@ class StopSignals:
     def requested(self) -> bool:
         return self.signum is not None
 
+    def shutting_down(self) -> None:
+        """From here (the engines are being shut down) one more signal is waited out, a further one is not."""
+        self.closing = 1
+
     def _handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name
+        if self.closing:
+            self.closing += 1
+            if self.closing == 2:
+                print(f"[tokencredit] {name}: shutting the engines down, a few seconds (send it again to exit at "
+                      f"once, which may leave engine processes behind)", file=sys.stderr, flush=True)
+                return
+            raise RunInterrupted(self.signum or signum, f"{name} received during shut-down")
         first = self.signum is None
         if first:
             self.signum = signum

@@ -109,6 +109,7 @@ def train(cfg: Config, recipe_path: str | None = None) -> Path:
         note_run_dir(e, run_dir)  # the command line prints the last checkpoint and the resume command
         raise
     finally:
+        stop.shutting_down()  # a signal now is waited out once: an interrupted shut-down leaves processes behind
         if tracker is not None:
             tracker.close()
         write_report(run_dir, f"{cfg.name}: {run_dir.name}")

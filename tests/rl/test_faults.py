@@ -28,6 +28,18 @@ def test_first_signal_lets_the_step_finish_the_second_abandons_it():
     assert signal.getsignal(signal.SIGINT) is before
 
 
+def test_during_shut_down_one_signal_is_waited_out_and_a_further_one_is_not():
+    stop = faults.StopSignals().install()
+    try:
+        stop.begin_steps()
+        stop.shutting_down()
+        os.kill(os.getpid(), signal.SIGINT)  # waited out: the engines are being shut down
+        with pytest.raises(faults.RunInterrupted, match="during shut-down"):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        stop.restore()
+
+
 def test_during_start_up_the_first_signal_abandons():
     stop = faults.StopSignals().install()
     try:
