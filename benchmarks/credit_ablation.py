@@ -59,7 +59,8 @@ the training prompts' tokens and reward): the base model once (step 0) and every
 prompts: greedy accuracy at every point, pass@k (k = ``--final-k``, 8) at step S and at the
 run's last step, one sample per prompt (``--curve-k`` 1: pass@1) at the points in between (the
 sampled part of an evaluation is most of its cost). The pass@k sampler seed is the same
-for every evaluation. Without eval_heldout.py (or with ``--eval inloop``) the run's own
+for every evaluation. A run's own evaluation after its last step (greedy and pass@1 on the
+same prompts; it cannot be turned off) is kept as a cross-check (``inloop_final``). Without eval_heldout.py (or with ``--eval inloop``) the run's own
 in-loop evaluation every ``--eval-every`` steps is used. Weights are deleted after a run is
 evaluated (``--keep-weights`` keeps them).
 
@@ -141,6 +142,7 @@ ARMS: dict[str, list[str]] = {
     "tw": ["algorithm.credit=[tw]", "algorithm.tw.alpha=1.7"],
 }
 QUICK_ARMS = ["grpo", "d3s"]
+INLOOP_K = 1  # pass@k of a run's own final evaluation when eval_heldout measures the numbers
 QUICK_PROMPTS = 50  # --quick evaluates the first 50 held-out prompts (the estimate scales to 200)
 TRAINER_TIMINGS = ("timing/old_logp", "timing/credit", "timing/update")
 STEP_TIMINGS = ("timing/generation", "timing/old_logp", "timing/credit", "timing/update", "timing/sync",
@@ -478,7 +480,7 @@ def estimate_seconds(runs: list[dict], base_eval_s: float | None, arms: list[str
     if "grpo" not in by_arm:
         return {}
     g = by_arm["grpo"]
-    startup = sum(r["seconds"]["startup"] for r in runs) / len(runs)
+    startup = sum(r["seconds"]["startup"] for r in runs) / len(runs)  # process start to end minus the steps
     evals = [e for r in runs for e in r["eval_seconds"]]
     # generation seconds per completion of a held-out prompt (the smoke may evaluate fewer prompts)
     per_completion = [(e["total"] - e["startup"]) / ((1 + e["k"]) * (e.get("num_prompts") or num_prompts))
@@ -489,6 +491,9 @@ def estimate_seconds(runs: list[dict], base_eval_s: float | None, arms: list[str
     def eval_s(k: int) -> float:
         return eval_startup + (1 + k) * num_prompts * gen
 
+    # a run's start-up as measured includes its own final evaluation at the smoke's size: count it at full size
+    inloop = [(1 + r.get("inloop_k", INLOOP_K)) * (r.get("inloop_prompts") or num_prompts) * gen for r in runs]
+    startup = max(startup - sum(inloop) / len(inloop), 0.0) + (1 + INLOOP_K) * num_prompts * gen
     g_trainer = g["per_step"]["trainer_s"]
     g_other = g["per_step"]["wall_s"] - g_trainer
     out: dict = {"per_arm": {}}
@@ -569,12 +574,14 @@ class Plan:
              "logging.progress=false", "logging.save_batches=false", f"trainer.steps={self.steps_of(arm)}",
              f"trainer.seed={42 + seed}", f"rollout.seed={seed}", "checkpoint.save_final=false",
              "checkpoint.resume=auto", "checkpoint.keep_last=1", f"checkpoint.every={self.checkpoint_every}",
-             f"eval.pass_k={self.final_k}"]
-        if self.eval_mode == "heldout":  # exported weights, evaluated afterwards in fresh processes
-            o += ["checkpoint.export_hf=false", f"checkpoint.export_hf_every={self.eval_every}", "eval.every=0",
-                  "eval.at_start=false"]
+             "checkpoint.export_hf=false"]
+        if self.eval_mode == "heldout":  # exported weights, evaluated afterwards in fresh processes; the run's
+            # own evaluation after its last step (it cannot be turned off) stays cheap: greedy + pass@1, a
+            # cross-check of eval_heldout's greedy on the same prompts
+            o += [f"checkpoint.export_hf_every={self.eval_every}", "eval.every=0", "eval.at_start=false",
+                  f"eval.pass_k={INLOOP_K}"]
         else:  # the run's own evaluation
-            o += ["checkpoint.export_hf=false", f"eval.every={self.eval_every}", "eval.at_start=true"]
+            o += [f"eval.every={self.eval_every}", "eval.at_start=true", f"eval.pass_k={self.final_k}"]
         if arm == "d3s":
             o.append(f"algorithm.d3s.schedule_steps={self.steps}")
         return o + ARMS[arm] + self.extra
@@ -760,13 +767,14 @@ def run_one(plan: Plan, arm: str, seed: int, runs_dir: Path, runs_out: Path, bas
     steps = plan.steps_of(arm)
     curve = run_curve(rows, evals, base)
     last_row = max(rows, key=lambda r: r["step"])
-    rows_per_step = 8 * 8
+    rows_per_step, inloop_k, inloop_prompts = 8 * 8, None, None
     try:
         from rl.config import load_config
 
         cfg = load_config(plan.recipe, plan.overrides(arm, seed, runs_dir))
         rows_per_step = cfg.trainer.prompts_per_step * cfg.rollout.n
-    except Exception as e:  # noqa: BLE001 - only the rows denominator depends on it
+        inloop_k, inloop_prompts = cfg.eval.pass_k, cfg.eval.num_prompts
+    except Exception as e:  # noqa: BLE001 - only the rows denominator and the estimate depend on it
         print(f"[ablation] could not load the config for the row count ({e}); assuming 8 x 8", flush=True)
     in_step_wall = sum(r.get("timing/step", 0.0) for r in rows if r["step"] > 0)
     result = {
@@ -783,6 +791,7 @@ def run_one(plan: Plan, arm: str, seed: int, runs_dir: Path, runs_out: Path, bas
                            for r in sorted(rows, key=lambda r: r["step"]) if r["step"] > 0],
         "inloop_final": {"step": last_row["step"], "greedy": last_row.get("eval/greedy_acc"),
                          "pass_at_k": last_row.get("eval/pass_at_k")},
+        "inloop_k": inloop_k, "inloop_prompts": inloop_prompts,
         "seconds": {"train_process": round(train_wall, 1), "evaluate": round(eval_wall, 1),
                     "steps": round(in_step_wall, 1),
                     "startup": round(max(train_load.get("wall_s", train_wall) - in_step_wall, 0.0), 1)},

@@ -214,7 +214,11 @@ def test_overrides_load_as_a_config(tmp_path: Path) -> None:
     cfg = load_config(p.recipe, p.overrides("d3s", 2, tmp_path))
     assert cfg.algorithm.d3s.schedule_steps == ab.STEPS and cfg.trainer.steps == 2 * ab.STEPS
     assert cfg.data.task.digits == 2 and cfg.data.task.ops == ["add"] and cfg.rollout.max_tokens == 32
-    assert cfg.eval.num_prompts == 200 and cfg.eval.pass_k == ab.FINAL_K and cfg.trainer.seed == 44
+    assert cfg.eval.num_prompts == 200 and cfg.eval.pass_k == ab.INLOOP_K and cfg.trainer.seed == 44
+    assert cfg.checkpoint.export_hf_every == ab.EVAL_EVERY and cfg.eval.every == 0
+    inloop = load_config(p.recipe, plan(argv=["--eval", "inloop"]).overrides("grpo", 0, tmp_path))
+    assert inloop.eval.pass_k == ab.FINAL_K and inloop.eval.every == ab.EVAL_EVERY
+    assert inloop.checkpoint.export_hf_every == 0
     for arm in ab.ARMS:
         load_config(p.recipe, p.overrides(arm, 0, tmp_path))
 
@@ -248,6 +252,12 @@ def test_estimate_from_a_smoke() -> None:
     assert d3s["seconds_per_run"] == round(100 + 80 * 18 + 14 * 100 + 2 * 380)
     assert e["per_arm"]["tw"]["seconds_per_step"] == pytest.approx(10 + 20 * ab.TRAINER_RATIO_PRIOR["tw"], abs=0.05)
     assert e["total_s"] == round(380 + 3 * sum(v["seconds_per_run"] for v in e["per_arm"].values()))
+    # a smoke whose runs evaluated 50 prompts x (1 + 8) in-loop: 90 s of its start-up are that evaluation,
+    # a full run's (200 prompts, greedy + pass@1) takes 80 s
+    for r in runs:
+        r.update({"inloop_k": 8, "inloop_prompts": 50})
+    e2 = ab.estimate_seconds(runs, None, list(ab.ARMS), 3, 40, 80, 5, num_prompts=200)
+    assert e2["startup_s"] == pytest.approx(100 - 90 + 80)
 
 
 def test_summary_table_and_plot_on_made_up_runs(tmp_path: Path, capsys) -> None:
