@@ -76,6 +76,8 @@ def process_role(cmdline: list[str], name: str = "") -> str | None:
     first = cmdline[0] if cmdline else name
     if first.startswith("ray::"):
         cls = first[5:].split(".", 1)[0].split(" ", 1)[0]
+        if cls in ("DashboardAgent", "RuntimeEnvAgent", "dashboard"):
+            return "ray_daemons"
         return "ray_idle_worker" if cls in ("IDLE", "") else cls
     joined = " ".join(cmdline[:4])
     if "default_worker.py" in joined:

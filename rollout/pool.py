@@ -156,6 +156,9 @@ class RolloutPool:
         if backend == "hf" and self.sync_backend != "cpu_shm":
             raise RolloutError(f"rollout.sync_backend={self.sync_backend} needs rollout.backend=vllm "
                                f"(the hf backend syncs through cpu_shm)")
+        if self.sync_backend in ("cuda_ipc", "nccl") and not on_gpu:  # refused before any engine starts
+            raise RolloutError(f"rollout.sync_backend={self.sync_backend} needs CUDA rollout workers "
+                               f"(rollout.num_gpus_per_worker > 0 on GPU nodes); these run on CPU: use cpu_shm or auto")
         spec = EngineSpec(model_path=model_path, backend=backend, dtype=dtype, max_model_len=max_model_len,
                           memory_fraction=memory_fraction, seed=seed, logprobs_mode=logprobs_mode,
                           max_num_seqs=max_num_seqs, hf_batch_prompts=hf_batch_prompts,
@@ -247,6 +250,14 @@ class RolloutPool:
             self.on_restart(self)  # the current weights into every worker, the new one included
         log.info("rollout worker %d restarted (node %s, pid %d)", i, new.info.node, new.info.pid)
         return new
+
+    def recover(self, err: RolloutError) -> bool:
+        """After a call outside ``generate`` (the trainer's weight sync) found worker ``err.worker`` dead or
+        hung: restart it the same way (``on_restart`` re-sends the weights); False when that is not allowed."""
+        w = err.worker
+        if err.kind not in ("died", "hung") or w is None or not 0 <= w.index < len(self.workers):
+            return False
+        return self._restart(w.index, err) is not None
 
     # ---- generation
 

@@ -44,7 +44,7 @@ def train(cfg: Config, recipe_path: str | None = None) -> Path:
             c.sampler.load_state_dict(state["sampler"])
             start = state["step"]
             log.info("resumed from %s at step %d", resume_from, start)
-        trainers.sync_weights(start)  # rollout engines = trainer weights
+        sync_weights(trainers, pool, start)  # rollout engines = trainer weights
         tracker = Tracker(run_dir, cfg, steps, start)
         mid = c.midtrain
         test_set = (lambda s: mid.eval_set(s, steps)) if mid is not None else (lambda s: c.test_set)
@@ -72,7 +72,7 @@ def train(cfg: Config, recipe_path: str | None = None) -> Path:
                     trained, payload = trainers.train_step(rollout_batch(exp), ntp, step, steps, inspect)
                 metrics.update(trained)
                 with timer("sync"):
-                    metrics["timing/sync_transfer"] = trainers.sync_weights(step + 1)
+                    metrics["timing/sync_transfer"] = sync_weights(trainers, pool, step + 1)
                 if inspect:
                     save_batch(run_dir, step + 1, exp, payload, c.tokenizer)
             else:  # dynamic sampling found no group with a learning signal: nothing to train on
@@ -115,6 +115,21 @@ def train(cfg: Config, recipe_path: str | None = None) -> Path:
         write_report(run_dir, f"{cfg.name}: {run_dir.name}")
         c.close()
         stop.restore()
+
+
+def sync_weights(trainers, pool, step: int) -> float:
+    """Trainer rank 0 -> every rollout worker; a worker found dead or hung on the way is restarted (it gets
+    the weights as it starts, rollout.max_restarts) instead of ending the run."""
+    from rl.trainer_group import TrainerError
+    from rollout.errors import RolloutError
+
+    try:
+        return trainers.sync_weights(step)
+    except TrainerError as e:
+        cause = e.__cause__
+        if isinstance(cause, RolloutError) and pool.recover(cause):
+            return 0.0  # the restart re-sent these same weights to every worker (pool.on_restart)
+        raise
 
 
 def write_cluster_map(run_dir: Path, trainers, pool) -> None:

@@ -88,7 +88,7 @@ def main(mode: str, root: str, model_dir: str) -> None:
             overrides += [f"cluster.address={address}", "cluster.nodes=2"]
         else:
             ray.init(address="local", num_cpus=4, include_dashboard=False, _node_ip_address=LOOPBACK)
-        print(train(load_config(REPO / "recipes" / "smoke.yaml", overrides)))
+        print("RUN_DIR=" + str(train(load_config(REPO / "recipes" / "smoke.yaml", overrides))), flush=True)
     finally:
         ray.shutdown()
         for proc in reversed(nodes):

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-WEIGHT_LOAD = "Attempted to load weight"  # vLLM, once per tensor: the tiny model is float32 on disk, run in bfloat16
+WEIGHT_LOAD = "Attempted to load weight"  # vLLM, once per tensor where it casts (not on every CPU): kept once
+ENGINE_INFO = "Initializing a V1 LLM engine"  # vLLM's INFO lines, printed by every engine start
 
 
 def run_cli(tmp_path: Path, model_dir: str, name: str, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
@@ -29,7 +30,7 @@ def test_default_console_is_phases_progress_and_summary(tmp_path, tiny_model_dir
     got, run = run_cli(tmp_path, tiny_model_dir, "quiet", "checkpoint.export_hf=true")
     console = got.stderr + got.stdout
     lines = console.splitlines()
-    assert WEIGHT_LOAD not in console
+    assert WEIGHT_LOAD not in console and ENGINE_INFO not in console
     assert not any("pid=" in line for line in lines), console  # nothing forwarded from the Ray actors
     for phase in ("[tokencredit] run folder: quiet (engine logs in quiet/logs/; --verbose shows them here)",
                   "[tokencredit] starting the trainer: 1 DeepSpeed rank (ZeRO stage 0, CPU) ...",
@@ -50,8 +51,8 @@ def test_default_console_is_phases_progress_and_summary(tmp_path, tiny_model_dir
 
     logs = run / "logs"
     rollout_log = (logs / "rollout-0.log").read_text()
-    assert rollout_log.count(WEIGHT_LOAD) == 1  # kept once, with a note
-    assert "Initializing a V1 LLM engine" in rollout_log  # vLLM's INFO lines
+    assert rollout_log.count(WEIGHT_LOAD) <= 1  # kept once, with a note (tests/rollout/test_log_filters.py)
+    assert ENGINE_INFO in rollout_log
     assert "DeepSpeed" in (logs / "trainer-0.log").read_text()
     driver_log = (logs / "driver.log").read_text()
     assert "Started a local Ray instance" in driver_log and "rl.setup: the trainer ready" in driver_log
@@ -62,7 +63,9 @@ def test_verbose_brings_the_engine_output_back(tmp_path, tiny_model_dir):
     got, run = run_cli(tmp_path, tiny_model_dir, "loud", "--verbose", "trainer.steps=1", "eval.at_start=false",
                        "checkpoint.export_hf=false")
     console = got.stderr + got.stdout
-    assert console.count(WEIGHT_LOAD) >= 10  # every tensor of the tiny model, as vLLM prints it
-    assert "Initializing a V1 LLM engine" in console and "(RolloutWorker pid=" in console
+    assert ENGINE_INFO in console and "(RolloutWorker pid=" in console
     assert "[tokencredit] step 1/1: reward " in console and "[tokencredit] done: loud, 1 step in " in console
-    assert (run / "logs" / "rollout-0.log").read_text().count(WEIGHT_LOAD) >= 10  # and the file has them too
+    rollout_log = (run / "logs" / "rollout-0.log").read_text()
+    assert ENGINE_INFO in rollout_log  # and the file has them too
+    if WEIGHT_LOAD in rollout_log:  # where this CPU runs bfloat16, every cast tensor is listed, as vLLM prints it
+        assert console.count(WEIGHT_LOAD) == rollout_log.count(WEIGHT_LOAD) >= 10

@@ -45,6 +45,7 @@ MARK = "TOKENCREDIT_TEST_MARK"
 DETERMINISTIC = ("reward/total/mean", "train/loss", "train/accuracy", "batch/completion_len", "train/grad_norm")
 GENERATION = ("reward/total/mean", "train/accuracy", "batch/completion_len")
 CPU_SECONDS: dict[str, float] = {}  # per launch, summed over every process it ran (printed at the end)
+CONSOLES: dict[str, str] = {}  # per launch, what a user saw (kept in ROOT/consoles/ for a look afterwards)
 
 
 def overrides(root: Path, model_dir: str, name: str, *extra: str) -> list[str]:
@@ -123,6 +124,7 @@ class Launch:
         self._reader.join(10)
         self._watcher.join(10)
         CPU_SECONDS[self.label] = CPU_SECONDS.get(self.label, 0.0) + sum(self.cpu.values())
+        CONSOLES[self.label] = "".join(self.lines)
         self.assert_clean()
         return rc, "".join(self.lines)
 
@@ -162,7 +164,11 @@ def same(got: dict, want: dict, keys=DETERMINISTIC) -> None:
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
-    yield tmp_path_factory.mktemp("faults")
+    root = tmp_path_factory.mktemp("faults")
+    yield root
+    (root / "consoles").mkdir()
+    for label, text in CONSOLES.items():
+        (root / "consoles" / f"{re.sub(r'[^a-z0-9]+', '_', label.lower())}.txt").write_text(text)
     if CPU_SECONDS:
         print("\nfault suite CPU seconds per launch:", {k: round(v) for k, v in CPU_SECONDS.items()},
               f"total {sum(CPU_SECONDS.values()):.0f}")

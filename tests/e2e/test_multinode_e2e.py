@@ -24,7 +24,10 @@ def run(mode: str, root: Path, model_dir: str) -> Path:
     out = subprocess.run([sys.executable, str(HERE / "multinode_run.py"), mode, str(root), model_dir],
                          env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert out.returncode == 0, out.stderr[-4000:]
-    return Path(out.stdout.strip().splitlines()[-1])
+    # Ray forwards the actors' lines to this stdout too, also after the run's own line
+    run_dirs = [line[len("RUN_DIR="):] for line in out.stdout.splitlines() if line.startswith("RUN_DIR=")]
+    assert len(run_dirs) == 1, out.stdout[-4000:]
+    return Path(run_dirs[0])
 
 
 def metrics(run_dir: Path) -> dict[int, dict]:

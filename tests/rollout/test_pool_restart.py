@@ -65,3 +65,37 @@ def test_no_restart_when_weights_were_sent_without_a_way_to_resend_them(ray_loca
         assert pool.restarts == [0]
     finally:
         pool.shutdown()
+
+
+def test_a_worker_lost_during_the_trainers_weight_sync_is_restarted(ray_local, tiny_model_dir):
+    """The loop's sync (rl/loops/grpo.py): trainer rank 0 reports a dead worker; the pool restarts it, and the
+    restart re-sends the weights (on_restart) instead of the run ending."""
+    from rl.loops.grpo import sync_weights
+    from rl.trainer_group import TrainerError
+
+    resent = []
+    pool = RolloutPool(tiny_model_dir, num_workers=1, backend="hf", dtype="float32", max_model_len=64,
+                       num_cpus_per_worker=0.5, cpu_threads=1, max_restarts=1,
+                       on_restart=lambda p: resent.append(p.workers[0].info.pid))
+
+    class Trainers:
+        calls = 0
+
+        def sync_weights(self, step):
+            self.calls += 1
+            if self.calls > 1:
+                return 1.0
+            ray_local.kill(pool.workers[0].actor)  # dies while rank 0 sends it the weights
+            lost = RolloutError("rollout worker 0 died during reload weights", pool.workers[0].info, step, "died")
+            raise TrainerError("trainer call 'weight sync' failed: RolloutError: ...") from lost
+
+    try:
+        before = tokens(pool.generate(PROMPTS, SPEC))
+        old_pid = pool.workers[0].info.pid
+        assert sync_weights(Trainers(), pool, 3) == 0.0
+        assert pool.restarts == [1] and resent == [pool.workers[0].info.pid] != [old_pid]
+        assert tokens(pool.generate(PROMPTS, SPEC)) == before
+        with pytest.raises(TrainerError):  # past rollout.max_restarts the sync error ends the run
+            sync_weights(Trainers(), pool, 4)
+    finally:
+        pool.shutdown()
