@@ -15,6 +15,8 @@ import logging
 import sys
 from pathlib import Path
 
+import rollout  # noqa: F401  (first: it reads the user's VLLM_LOGGING_LEVEL before TRL's import overwrites it)
+
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
 log = logging.getLogger("rl.cli")
 

@@ -3,8 +3,14 @@
 Never imports ``rl`` (dependencies point one way: rl -> rollout).
 """
 
+import os
+
 from rollout.errors import RolloutError
 from rollout.types import Completion, EngineSpec, SamplingSpec, WorkerInfo
+
+# What the user set, read before anything imports TRL: TRL sets VLLM_LOGGING_LEVEL=ERROR process-wide on
+# import (trl/_compat.py), which would empty the rollout workers' log files (rollout/vllm_adapter.py)
+USER_VLLM_LOGGING_LEVEL = os.environ.get("VLLM_LOGGING_LEVEL")
 
 __all__ = ["Completion", "EngineSpec", "RolloutError", "RolloutPool", "SamplingSpec", "WorkerInfo"]
 

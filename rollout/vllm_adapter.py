@@ -31,6 +31,7 @@ import sys
 
 import torch
 
+from rollout import USER_VLLM_LOGGING_LEVEL
 from rollout.logs import ENV_DIR, ENV_VERBOSE, forward_errors, verbose_from_env
 from rollout.types import Completion, EngineSpec, SamplingSpec
 from rollout.weight_sync.packing import TensorMeta, unpack_bucket
@@ -69,7 +70,7 @@ def engine_process_env(on_gpu: bool, cpu_threads: int, preload: bool) -> dict[st
     env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false",
            # the whole engine log in the run's log file; without one, vLLM's INFO lines (every weight
            # reload, every cache reset) would fill the console
-           "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "INFO" if to_file else "WARNING")}
+           "VLLM_LOGGING_LEVEL": USER_VLLM_LOGGING_LEVEL or ("INFO" if to_file else "WARNING")}
     for key in (ENV_DIR, ENV_VERBOSE):  # explicit, so it also holds on a Ray instance started before the run
         if os.environ.get(key):
             env[key] = os.environ[key]

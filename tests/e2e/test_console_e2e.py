@@ -3,6 +3,7 @@ engines' own output went (rl/log.py, rollout/logs.py). Two short CLI runs: the d
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,10 @@ def run_cli(tmp_path: Path, model_dir: str, name: str, *extra: str) -> tuple[sub
             "trainer.steps=2", "rollout.max_tokens=8", "eval.num_prompts=4", "cluster.num_cpus=3",
             "logging.tensorboard=false", "logging.save_batches=false", "checkpoint.save_final=false",
             "rollout.memory_fraction=0.05"]
+    # as a user's shell would have it: TRL, imported by other tests in this process, set VLLM_LOGGING_LEVEL=ERROR
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_LOGGING_LEVEL"}
     got = subprocess.run([sys.executable, "-m", "rl.cli", "train", str(REPO / "recipes/smoke.yaml"), *over, *extra],
-                         capture_output=True, text=True, timeout=900, cwd=tmp_path)
+                         capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
     assert got.returncode == 0, (got.stdout + got.stderr)[-4000:]
     return got, tmp_path / name
 

@@ -39,3 +39,21 @@ def test_any_other_mismatch_is_kept_every_time():
     odd = [("a", torch.bfloat16, torch.float16), ("b", torch.bfloat16, torch.float16), ("c", torch.int8, torch.bfloat16)]
     seen = emitted([("x", torch.float32, torch.bfloat16)] + odd)
     assert len(seen) == 4 and all("not listed" not in s for s in seen[1:])
+
+
+def test_importing_trl_does_not_silence_the_rollout_workers_log_files(tmp_path):
+    """TRL sets VLLM_LOGGING_LEVEL=ERROR process-wide when imported (DPO runs import it for its data helpers);
+    the workers still log vLLM's INFO lines to RUN/logs/ unless the user set a level before the run."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, rollout, trl; from rollout.logs import ENV_DIR; os.environ[ENV_DIR] = '.';"
+            "from rollout.vllm_adapter import engine_process_env;"
+            "print(os.environ['VLLM_LOGGING_LEVEL'], engine_process_env(False, 1, False)['VLLM_LOGGING_LEVEL'])")
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_LOGGING_LEVEL"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert out.stdout.split() == ["ERROR", "INFO"], out.stderr[-2000:]
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "VLLM_LOGGING_LEVEL": "DEBUG"},
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.stdout.split() == ["DEBUG", "DEBUG"], out.stderr[-2000:]  # the user's own setting is kept
