@@ -86,7 +86,7 @@ def test_fresh_process_reproduces_the_in_loop_evaluation_of_the_base_model(ray_l
     from rl.models import resolve_model
     from rollout.pool import RolloutPool
 
-    overrides = ("eval.num_prompts=40",)
+    overrides = ("eval.num_prompts=16",)
     settings = eval_heldout.EvalSettings(overrides=overrides)
     cfg, held_out, scorer, _ = eval_heldout.load_task(settings)
     model = resolve_model(cfg.model.name_or_path)
@@ -99,7 +99,7 @@ def test_fresh_process_reproduces_the_in_loop_evaluation_of_the_base_model(ray_l
     finally:
         pool.shutdown()
     (fresh,) = eval_heldout.evaluate_folders([model], settings)
-    assert fresh["num_prompts"] == 40 and fresh["k"] == cfg.eval.pass_k and fresh["seed"] == r.seed
+    assert fresh["num_prompts"] == 16 and fresh["k"] == cfg.eval.pass_k and fresh["seed"] == r.seed
     assert fresh["greedy_acc"] == in_loop["eval/greedy_acc"]
     assert fresh["pass_at_k"] == in_loop["eval/pass_at_k"]
     assert fresh["sample_acc"] == in_loop["eval/sample_acc"]
