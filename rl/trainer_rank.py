@@ -67,6 +67,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def minibatch_order(n: int, seed: int, step: int, epoch: int, rank: int) -> torch.Tensor:
+    """The order in which a rank's ``n`` active rows fill its mini-batches: a fresh permutation every
+    rollout step, epoch and rank, seeded, so a resumed run repeats it."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + step * 1009 + epoch * 31 + rank)
+    return torch.randperm(n, generator=gen)
+
+
 class TrainerRank:
     def __init__(self, cfg: Config, model_path: str, rank: int, world_size: int, total_optimizer_steps: int) -> None:
         capture_actor_output(f"trainer-{rank}")  # DeepSpeed/torch output -> the run folder's logs/ (rollout/logs.py)
@@ -152,10 +159,9 @@ class TrainerRank:
         grad_norms, shares = [], {}
         for epoch in range(a.epochs):
             order = active
-            if a.mini_batches > 1:  # a fresh order every step and epoch (seeded: resumes repeat it)
-                gen = torch.Generator().manual_seed(self.cfg.trainer.seed * 1_000_003 + step * 1009 + epoch * 31
-                                                    + self.rank)
-                order = active[torch.randperm(active.numel(), generator=gen).to(active.device)]
+            if a.mini_batches > 1:
+                order = active[minibatch_order(active.numel(), self.cfg.trainer.seed, step, epoch, self.rank)
+                               .to(active.device)]
             rl_chunks = [order[s] for s in split_rows(order.numel(), a.mini_batches)]
             ntp_chunks = self._ntp_chunks(ntp, a.mini_batches)
             for j in range(a.mini_batches):
