@@ -4,7 +4,6 @@ ends where it was planned even when mini-batches have nothing to learn from and 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from rl.trainer_rank import minibatch_order
 from tests.rl.test_engine import cfg_for, rollout_batch
