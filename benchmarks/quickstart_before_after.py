@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,7 @@ def ensure_worktree(commit: str, path: Path) -> Path:
 def run_quickstart(code_dir: Path, out_dir: Path, name: str, steps: int, extra: list[str]) -> dict:
     """One quickstart run of the code in ``code_dir``; its per-step seconds and the load before it."""
     over = [f"trainer.steps={steps}", f"name={name}", f"logging.dir={out_dir}", *extra]
+    shutil.rmtree(out_dir / name, ignore_errors=True)  # the old commit appends to an existing metrics.jsonl
     load = load_average()
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "rl.cli", "train", "recipes/quickstart.yaml", *over],
@@ -87,10 +89,10 @@ def main(argv=None) -> None:
     summary = {label: {**median_spread(later_steps(label)),
                        "ratio_to_before": round(statistics.median(later_steps(label)) / base, 3)}
                for label in variants}
-    result = {"benchmark": "quickstart_before_after", "command": "python " + " ".join(
-        [str(Path(sys.argv[0]).relative_to(REPO)) if Path(sys.argv[0]).is_absolute() else sys.argv[0],
-         *sys.argv[1:]]), "before_commit": args.before, "after_commit": after_commit, "machine": machine(),
-              "date": time.strftime("%Y-%m-%d"), "summary": summary, "runs": runs}
+    command = "python benchmarks/quickstart_before_after.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    result = {"benchmark": "quickstart_before_after", "command": command, "before_commit": args.before,
+              "after_commit": after_commit, "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+              "summary": summary, "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     plot(summary, runs, args.out.with_suffix(".png"))

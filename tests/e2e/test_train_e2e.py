@@ -93,8 +93,7 @@ def test_reward_error_stops_run_naming_function_then_resume_matches(tmp_path, ti
 def test_kill_during_checkpoint_save_resumes_from_previous(tmp_path, tiny_model_dir):
     overrides = [f"model.name_or_path={tiny_model_dir}", "model.dtype=float32", f"logging.dir={tmp_path}",
                  "logging.progress=false", "trainer.steps=3", "rollout.max_tokens=8", "checkpoint.every=1",
-                 "eval.at_start=false", "data.test_split=''", "checkpoint.export_hf=false", "cluster.num_cpus=3",
-                 "name=killed"]
+                 "eval.at_start=false", "checkpoint.export_hf=false", "cluster.num_cpus=3", "name=killed"]
     env = dict(os.environ, TOKENCREDIT_FAULT="kill_in_save:2")
     first = subprocess.run([sys.executable, "-m", "rl.cli", "train", str(REPO / "recipes/smoke.yaml"), *overrides],
                            env=env, capture_output=True, text=True, timeout=600)
