@@ -88,8 +88,9 @@ def load_task(settings: EvalSettings):
     cfg = load_config(settings.recipe, list(settings.overrides))
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.model.name_or_path))
     limit = settings.num_prompts if settings.num_prompts is not None else cfg.eval.num_prompts
-    # the training run loads eval.num_prompts rows; a smaller request takes the first rows of those
-    held_out = load_eval_prompts(cfg.data, tokenizer, limit=cfg.eval.num_prompts)
+    # the training run evaluates the first eval.num_prompts rows; a smaller request takes the first rows of
+    # those, a larger one more rows of the same split (the first rows stay the same: a prefix)
+    held_out = load_eval_prompts(cfg.data, tokenizer, limit=max(limit, cfg.eval.num_prompts))
     if held_out is None or not held_out.rows:
         raise SystemExit(f"{settings.recipe}: the recipe has no held-out prompts (data.test_split)")
     held_out.rows = held_out.rows[:limit]

@@ -80,6 +80,15 @@ def test_prompts_are_the_training_runs_tokens():
     assert eval_heldout.tokenizer_matches(resolve_model(cfg.model.name_or_path), held_out.rows) is True
 
 
+def test_more_prompts_than_the_recipes_eval_set_are_all_evaluated():
+    """--num-prompts above eval.num_prompts used to be cut to eval.num_prompts without a word."""
+    _, small, _, _ = eval_heldout.load_task(eval_heldout.EvalSettings(recipe=str(ROOT / "recipes" / "dpo.yaml")))
+    _, big, _, _ = eval_heldout.load_task(
+        eval_heldout.EvalSettings(recipe=str(ROOT / "recipes" / "dpo.yaml"), num_prompts=80))
+    assert len(small.rows) == 50 and len(big.rows) == 80  # dpo.yaml: eval.num_prompts 50, num_test 100
+    assert [r.ids for r in big.rows[:50]] == [r.ids for r in small.rows]  # a prefix: the same first prompts
+
+
 @pytest.mark.e2e
 def test_fresh_process_reproduces_the_in_loop_evaluation_of_the_base_model(ray_local):
     from rl.evaluate import evaluate
