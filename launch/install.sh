@@ -64,8 +64,7 @@ fi
 # DeepSpeed compiles its CPU ops (shared-memory all-reduce; CPU Adam for optimizer offload) on first use;
 # build them now, once, rather than inside a run, where a kill mid-build left a lock that blocked every
 # later run (rl/ds_ops.py)
-pyver=$(python -c 'import sys; print(f"py{sys.version_info[0]}{sys.version_info[1]}{sys.abiflags}_cpu")')
-ext=${TORCH_EXTENSIONS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/torch_extensions/$pyver}  # as torch computes it
+ext=$(python -c 'from rl.ds_ops import extensions_root; print(extensions_root())')  # this venv's own folder
 if [ ! -f "$ext/deepspeed_shm_comm/deepspeed_shm_comm.so" ] || [ ! -f "$ext/cpu_adam/cpu_adam.so" ]; then
   echo "[install] building DeepSpeed's CPU ops (about 2 minutes, once; log: $LOG)"
   quiet python -m rl.ds_ops build

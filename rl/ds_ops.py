@@ -1,7 +1,7 @@
 """DeepSpeed's C++ ops on CPU: built at install time, loaded before the trainer starts, stale build locks named.
 
 On a CPU machine DeepSpeed compiles some ops the first time they are used (``torch.utils.cpp_extension``,
-into torch's extensions cache, ``~/.cache/torch_extensions/py311_cpu/<op>/``). The trainer uses:
+into ``$TORCH_EXTENSIONS_DIR/<op>/``). The trainer uses:
 
 * ``deepspeed_shm_comm`` (``ShareMemCommBuilder``): always; ``deepspeed.init_distributed`` loads it for
   its shared-memory all-reduce between ranks of one node (about 30 s to build on 2 cores);
@@ -9,6 +9,10 @@ into torch's extensions cache, ``~/.cache/torch_extensions/py311_cpu/<op>/``). T
 
 (``fused_adam`` is built only for DeepSpeed's own ``FusedAdam``, which the trainer does not use.)
 ``launch/install.sh`` builds both (``python -m rl.ds_ops build``), so a run only loads them.
+
+Each Python environment gets its own folder (``~/.cache/torch_extensions/py311_cpu-<hash of sys.prefix>``,
+unless ``TORCH_EXTENSIONS_DIR`` is set): in torch's one shared folder, two checkouts with their own venv
+rewrote each other's ``build.ninja`` (its include paths name the venv), and each run recompiled the op.
 
 The build is guarded by a lock file, ``<op>/lock``, created with ``O_EXCL`` and held open by the
 building process. A process killed during the build leaves the file behind, and every later run then
@@ -21,6 +25,7 @@ process between ``close`` and ``unlink`` of its own lock would see its lock vani
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -37,20 +42,25 @@ class StaleBuildLock(RuntimeError):
 
 
 def extensions_root() -> Path:
-    """torch's extensions folder for this interpreter and accelerator (as ``cpp_extension`` computes it)."""
-    import torch
-    from torch.utils.cpp_extension import get_default_build_root
-
+    """Where the ops are built and loaded: ``TORCH_EXTENSIONS_DIR``, else a folder of this Python environment
+    next to torch's default (``<cache>/torch_extensions/py311_cpu-<hash of sys.prefix>``)."""
     root = os.environ.get("TORCH_EXTENSIONS_DIR")
     if root:
         return Path(root)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    env = hashlib.sha256(os.path.realpath(sys.prefix).encode()).hexdigest()[:10]
+    return cache / "torch_extensions" / f"py{sys.version_info.major}{sys.version_info.minor}{sys.abiflags}_{_accelerator()}-{env}"
+
+
+def _accelerator() -> str:
+    """torch's name for the build flavour (as ``cpp_extension`` names its default folder)."""
+    import torch
+
     if torch.version.hip is not None:
-        acc = f"rocm{torch.version.hip.replace('.', '')}"
-    elif torch.version.cuda is not None:
-        acc = f"cu{torch.version.cuda.replace('.', '')}"
-    else:
-        acc = "cpu"
-    return Path(get_default_build_root()) / f"py{sys.version_info.major}{sys.version_info.minor}{sys.abiflags}_{acc}"
+        return f"rocm{torch.version.hip.replace('.', '')}"
+    if torch.version.cuda is not None:
+        return f"cu{torch.version.cuda.replace('.', '')}"
+    return "cpu"
 
 
 def needed(offload_optimizer: bool) -> list[str]:
@@ -114,8 +124,9 @@ def prepare(offload_optimizer: bool) -> list[str]:
 
     Called on each trainer rank before DeepSpeed starts, so a stale lock stops the start-up with one line
     (``StaleBuildLock``) instead of a wait until ``cluster.timeout_s``; DeepSpeed then finds them loaded."""
-    builders = [b for b in (_builder(c) for c in needed(offload_optimizer)) if b is not None]
     root = extensions_root()
+    os.environ["TORCH_EXTENSIONS_DIR"] = str(root)  # torch builds and loads here, in this process and DeepSpeed's
+    builders = [b for b in (_builder(c) for c in needed(offload_optimizer)) if b is not None]
     stale = stale_locks([b.NAME for b in builders], root)
     if stale:
         raise StaleBuildLock(stale_lock_message(stale[0]))

@@ -48,3 +48,20 @@ def test_the_ops_a_cpu_trainer_needs():
         pytest.skip("CPU machines only")
     assert ds_ops.needed(offload_optimizer=False) == [ds_ops.SHM_COMM]
     assert ds_ops.needed(offload_optimizer=True) == [ds_ops.SHM_COMM, ds_ops.CPU_ADAM]
+
+
+def test_each_python_environment_builds_its_ops_in_its_own_folder(monkeypatch, tmp_path):
+    """Two checkouts with their own .venv shared torch's one extensions folder: each rewrote the other's
+    build.ninja (its include paths name its venv), so every run in the other one recompiled the op
+    (60-130 s inside the trainer's start-up)."""
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    monkeypatch.setattr(ds_ops.sys, "prefix", str(tmp_path / "a" / ".venv"))
+    a = ds_ops.extensions_root()
+    monkeypatch.setattr(ds_ops.sys, "prefix", str(tmp_path / "b" / ".venv"))
+    b = ds_ops.extensions_root()
+    assert a != b and a.parent == b.parent
+    assert ds_ops.extensions_root() == b  # stable for one environment
+    # the ops are loaded (and DeepSpeed later looks for them) where extensions_root says
+    monkeypatch.setattr(ds_ops, "needed", lambda offload_optimizer: [])
+    ds_ops.prepare(offload_optimizer=False)
+    assert os.environ["TORCH_EXTENSIONS_DIR"] == str(b)
