@@ -49,7 +49,8 @@ def extensions_root() -> Path:
         return Path(root)
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     env = hashlib.sha256(os.path.realpath(sys.prefix).encode()).hexdigest()[:10]
-    return cache / "torch_extensions" / f"py{sys.version_info.major}{sys.version_info.minor}{sys.abiflags}_{_accelerator()}-{env}"
+    py = f"py{sys.version_info.major}{sys.version_info.minor}{sys.abiflags}"
+    return cache / "torch_extensions" / f"{py}_{_accelerator()}-{env}"
 
 
 def _accelerator() -> str:
