@@ -60,6 +60,7 @@ class PolicyEngine:
         import deepspeed
         from transformers import AutoModelForCausalLM
 
+        from rl import ds_ops
         from rl.algorithms import load_all
 
         load_all()  # registries are per process: this runs inside a Ray actor
@@ -73,6 +74,8 @@ class PolicyEngine:
             torch.set_num_threads(threads)
         torch.manual_seed(cfg.trainer.seed + rank)
         use_cuda = torch.cuda.is_available()
+        # DeepSpeed's C++ ops from this environment's build folder (a no-op when the trainer rank loaded them)
+        ds_ops.prepare(cfg.trainer.offload_optimizer)
         deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo")
         self.device = torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
         self.dtype = DTYPES[cfg.model.dtype]

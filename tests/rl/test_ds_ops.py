@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -54,7 +55,8 @@ def test_each_python_environment_builds_its_ops_in_its_own_folder(monkeypatch, t
     """Two checkouts with their own .venv shared torch's one extensions folder: each rewrote the other's
     build.ninja (its include paths name its venv), so every run in the other one recompiled the op
     (60-130 s inside the trainer's start-up)."""
-    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", "")  # recorded, so prepare's setting is undone afterwards
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR")
     monkeypatch.setattr(ds_ops.sys, "prefix", str(tmp_path / "a" / ".venv"))
     a = ds_ops.extensions_root()
     monkeypatch.setattr(ds_ops.sys, "prefix", str(tmp_path / "b" / ".venv"))
@@ -65,3 +67,16 @@ def test_each_python_environment_builds_its_ops_in_its_own_folder(monkeypatch, t
     monkeypatch.setattr(ds_ops, "needed", lambda offload_optimizer: [])
     ds_ops.prepare(offload_optimizer=False)
     assert os.environ["TORCH_EXTENSIONS_DIR"] == str(b)
+
+
+def test_an_engine_built_outside_a_trainer_rank_loads_the_ops_from_the_environments_folder(tiny_model_dir):
+    """PolicyEngine used directly (tests, notebooks) goes through the same folder as the trainer ranks and
+    launch/install.sh: DeepSpeed's shared-memory op comes from there, not from torch's default folder."""
+    from deepspeed.ops.op_builder.builder import OpBuilder
+
+    from rl.engine import PolicyEngine
+
+    cfg = load_config(REPO / "recipes/smoke.yaml")
+    PolicyEngine(cfg, tiny_model_dir, 0, 1, "127.0.0.1", 29467, 10)
+    op = OpBuilder._loaded_ops["deepspeed_shm_comm"]
+    assert Path(op.__file__).parent.parent == ds_ops.extensions_root()
