@@ -47,10 +47,11 @@ def extensions_root() -> Path:
     root = os.environ.get("TORCH_EXTENSIONS_DIR")
     if root:
         return Path(root)
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    from torch.utils.cpp_extension import get_default_build_root
+
     env = hashlib.sha256(os.path.realpath(sys.prefix).encode()).hexdigest()[:10]
     py = f"py{sys.version_info.major}{sys.version_info.minor}{sys.abiflags}"
-    return cache / "torch_extensions" / f"{py}_{_accelerator()}-{env}"
+    return Path(get_default_build_root()) / f"{py}_{_accelerator()}-{env}"
 
 
 def _accelerator() -> str:
