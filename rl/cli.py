@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -148,8 +149,11 @@ def cmd_prepare(args) -> int:
     from rl.models import prepare_model
 
     quiet_libraries()  # the one-time GGUF conversion's progress bars
-
-    print(prepare_model(args.name, force=args.force))
+    # stdout is the folder alone (install.sh captures it); libraries the conversion imports (DeepSpeed's
+    # accelerator warning) print to stdout, so the conversion's own output goes to stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        folder = prepare_model(args.name, force=args.force)
+    print(folder)
     return 0
 
 

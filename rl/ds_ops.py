@@ -29,6 +29,7 @@ import hashlib
 import logging
 import os
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -121,6 +122,18 @@ def stale_lock_message(lock: Path) -> str:
             f"holds it), and every run would wait for it forever: remove it with `rm {lock}` and start again")
 
 
+def use_environment_ninja() -> None:
+    """Put this Python environment's scripts folder first on PATH when it holds ``ninja`` (pip's, which
+    install.sh builds with). torch runs whichever ``ninja`` PATH finds, and a process started without the venv
+    on PATH (``.venv/bin/python ...`` and its Ray workers) found the system's: ninja versions hash commands
+    differently, so each switch called the build stale and recompiled the op (~30 s per op on 2 cores)."""
+    scripts = sysconfig.get_path("scripts")
+    if not os.path.exists(os.path.join(scripts, "ninja")):
+        return
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != scripts]
+    os.environ["PATH"] = os.pathsep.join([scripts, *path])
+
+
 def prepare(offload_optimizer: bool) -> list[str]:
     """Load (building if needed) the ops the trainer will use, after checking their build locks; the names.
 
@@ -128,6 +141,7 @@ def prepare(offload_optimizer: bool) -> list[str]:
     (``StaleBuildLock``) instead of a wait until ``cluster.timeout_s``; DeepSpeed then finds them loaded."""
     root = extensions_root()
     os.environ["TORCH_EXTENSIONS_DIR"] = str(root)  # torch builds and loads here, in this process and DeepSpeed's
+    use_environment_ninja()
     builders = [b for b in (_builder(c) for c in needed(offload_optimizer)) if b is not None]
     stale = stale_locks([b.NAME for b in builders], root)
     if stale:

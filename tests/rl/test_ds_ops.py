@@ -80,3 +80,22 @@ def test_an_engine_built_outside_a_trainer_rank_loads_the_ops_from_the_environme
     PolicyEngine(cfg, tiny_model_dir, 0, 1, "127.0.0.1", 29467, 10)
     op = OpBuilder._loaded_ops["deepspeed_shm_comm"]
     assert Path(op.__file__).parent.parent == ds_ops.extensions_root()
+
+
+def test_ops_are_built_with_this_environments_ninja_whatever_path_the_process_got(monkeypatch):
+    """install.sh builds with the venv's pip ``ninja`` (1.13, on PATH there); a process started without the venv
+    on PATH (``.venv/bin/python ...``, Ray workers of such a driver) found /usr/bin/ninja (1.11), whose
+    command hashes differ, so ninja called the op's build stale and recompiled it (30 s) at every switch."""
+    import shutil
+    import sysconfig
+
+    own = Path(sysconfig.get_path("scripts")) / "ninja"
+    if not own.exists():
+        pytest.skip("this environment has no pip ninja")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(ds_ops.extensions_root()))  # undone afterwards
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setattr(ds_ops, "needed", lambda offload_optimizer: [])
+    ds_ops.prepare(offload_optimizer=False)
+    assert shutil.which("ninja") == str(own)
+    ds_ops.prepare(offload_optimizer=False)  # idempotent: the folder is not stacked on PATH again
+    assert os.environ["PATH"].split(os.pathsep).count(str(own.parent)) == 1
