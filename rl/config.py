@@ -216,6 +216,10 @@ class TrainerConfig:
     logprob_chunk: int = _h(4096, "tokens per chunk of the log-prob/entropy head pass: peak ~10 x chunk x vocab bytes "
                             "(never an [N,T,V] tensor)", ge=1)
     seed: int = _h(42, "seed of data order, sampling and init", ge=0)
+    share_prompt_forward: bool = _h(True, "run each distinct prompt of a micro-batch once and give its keys/values to "
+                                    "every completion of it (same values and gradients, less compute when G "
+                                    "completions share a prompt; off under ZeRO-3 and gradient checkpointing: "
+                                    "rl/prompt_sharing.py)")
     bf16_weights: bool = _h(False, "with model.dtype=bfloat16: keep the trained parameters in bf16 (DeepSpeed bf16; fp32 "
                             "master copy in the optimizer; gradients accumulate in bf16 at ZeRO-0, fp32 at ZeRO>=1). "
                             "False: fp32 parameters and gradients, bf16 compute by autocast (TRL's mixed precision: "

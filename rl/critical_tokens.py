@@ -249,7 +249,7 @@ def response_hidden(model, batch: dict, dtype: torch.dtype = torch.float32) -> t
     """Last hidden states [N, T, d] aligned to the completion tokens (``h[:, t]`` predicts token t) for a
     ``collate_pairs`` batch (left-padded prompts, right-padded responses), as the trainer computes them
     (rl/engine.py ``hidden``): positions restart at each row's first real token."""
-    from rl.engine import position_ids_from_mask
+    from rl.prompt_sharing import position_ids_from_mask
 
     device = next(model.parameters()).device
     ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1).to(device)

@@ -26,6 +26,7 @@ from rl import dist
 from rl.algorithms.logprobs import chunked_logprobs
 from rl.config import Config
 from rl.objectives.base import Stat
+from rl.prompt_sharing import completion_hidden
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -40,11 +41,6 @@ def lr_lambda(schedule: str, warmup: int, total: int):
         return 0.5 * (1 + math.cos(math.pi * frac)) if schedule == "cosine" else 1.0 - frac
 
     return f
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Left-padded rows start at position 0 on their first real token, as in vLLM."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def hf_name(peft_name: str) -> str:
@@ -177,15 +173,13 @@ class PolicyEngine:
         return self.gathered([p for p in self.head(model) if p is not None])
 
     def hidden(self, model: str, batch: dict) -> torch.Tensor:
-        """Last hidden states aligned to completion tokens: [N, T, d] (h[:, t] predicts token t)."""
-        ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1).to(self.device)
-        attn = torch.cat([batch["prompt_mask"].long(), batch["completion_mask"].long()], 1).to(self.device)
+        """Last hidden states aligned to completion tokens: [N, T, d] (h[:, t] predicts token t); each distinct
+        prompt runs once when ``trainer.share_prompt_forward`` (rl/prompt_sharing.py)."""
         backbone = self._base(self.models[model]).model
+        share = self.cfg.trainer.share_prompt_forward and not self.zero3 and not self.cfg.model.gradient_checkpointing
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-            out = backbone(input_ids=ids, attention_mask=attn, position_ids=position_ids_from_mask(attn),
-                           use_cache=False)
-        p, t = batch["prompt_ids"].shape[1], batch["completion_ids"].shape[1]
-        return out.last_hidden_state[:, p - 1 : p + t - 1]
+            h, _ = completion_hidden(backbone, batch, share, self.device)
+        return h
 
     def token_logprobs(self, model: str, hidden: torch.Tensor, labels: torch.Tensor, temperature: float,
                        with_entropy: bool = False):

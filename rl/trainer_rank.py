@@ -162,7 +162,9 @@ class TrainerRank:
             if a.mini_batches > 1:
                 order = active[minibatch_order(active.numel(), self.cfg.trainer.seed, step, epoch, self.rank)
                                .to(active.device)]
-            rl_chunks = [order[s] for s in split_rows(order.numel(), a.mini_batches)]
+            # a mini-batch's rows in batch order: one prompt's completions stay adjacent, so its micro-batches
+            # share prompts (trainer.share_prompt_forward); the order within one optimizer step changes nothing
+            rl_chunks = [order[s].sort().values for s in split_rows(order.numel(), a.mini_batches)]
             ntp_chunks = self._ntp_chunks(ntp, a.mini_batches)
             for j in range(a.mini_batches):
                 parts = [(self.grpo, self.grpo.train_rows(exp, rl_chunks[j]), template)]

@@ -77,7 +77,7 @@ def test_layout_numbers(st):
 def test_layer_activations_match_saved_tensors(st):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from rl.engine import position_ids_from_mask
+    from rl.prompt_sharing import position_ids_from_mask
 
     d, inter, heads, kv, mb, p, t = 192, 544, 6, 2, 3, 20, 92
     shape = st.Shape("tiny", d, 1, heads, kv, inter, 512, True)

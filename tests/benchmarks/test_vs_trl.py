@@ -26,7 +26,7 @@ vs_trl = _load()
 def test_tokencredit_overrides_are_a_valid_quickstart_config(tmp_path):
     from rl.config import load_config
 
-    s = vs_trl.Settings()
+    s = vs_trl.Settings(eval_every=4)
     cfg = load_config(s.recipe_path(), vs_trl.tokencredit_overrides(s, 2, tmp_path, "x"))
     assert cfg.checkpoint.export_hf_every == 4 and cfg.checkpoint.export_hf is False  # 12 % 4 == 0: step 12 exported
     assert (cfg.trainer.seed, cfg.rollout.seed, cfg.trainer.steps) == (2, 2, 12)
@@ -36,8 +36,21 @@ def test_tokencredit_overrides_are_a_valid_quickstart_config(tmp_path):
     assert (cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.top_k, cfg.trainer.lr) == (0.7, 1.0, -1, 2e-5)
     assert cfg.trainer.lr_schedule == "constant" and cfg.trainer.bf16_weights is False
     vs_trl.check_recipe_matches_trl(cfg)
-    odd = load_config(s.recipe_path(), vs_trl.tokencredit_overrides(vs_trl.Settings(steps=10), 0, tmp_path, "x"))
+    odd = load_config(s.recipe_path(), vs_trl.tokencredit_overrides(vs_trl.Settings(steps=10, eval_every=4), 0, tmp_path,
+                                                                            "x"))
     assert odd.checkpoint.export_hf is True  # step 10 is not a multiple of 4: the final export is step 10's
+
+
+def test_the_tokencredit_variants_differ_only_in_prompt_sharing(tmp_path):
+    from rl.config import load_config
+
+    s = vs_trl.Settings()
+    base = vs_trl.tokencredit_overrides(s, 0, tmp_path, "x")
+    shared = load_config(s.recipe_path(), base + vs_trl.SYSTEMS["tokencredit"]["overrides"])
+    unshared = load_config(s.recipe_path(), base + vs_trl.SYSTEMS["tokencredit_unshared"]["overrides"])
+    assert shared.trainer.share_prompt_forward is True and unshared.trainer.share_prompt_forward is False
+    unshared.trainer.share_prompt_forward = True
+    assert unshared == shared
 
 
 def test_recipe_check_rejects_what_trl_is_not_configured_for():

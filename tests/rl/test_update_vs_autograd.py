@@ -26,6 +26,8 @@ def inputs(seed=0):
     g = torch.Generator().manual_seed(seed)
     b = make_batch(seed)
     b["group_id"] = torch.arange(N) // 4
+    first = b["group_id"] * 4  # a group's completions share its prompt (group 0's is left-padded), as in rollouts:
+    b["prompt_ids"], b["prompt_mask"] = b["prompt_ids"][first], b["prompt_mask"][first]  # the shared-prompt forward
     b["rewards"] = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0])
     b["advantages"] = torch.randn(N, 1, generator=g).expand(N, T).contiguous() * 2
     b["old_shift"] = (torch.rand(N, T, generator=g) - 0.5) * 0.8  # ratios spread around 1: clips bite
@@ -75,6 +77,7 @@ CASES = {
     "tis": {"algorithm.tis.enable": True, "algorithm.tis.cap": 1.5},
     "seq_mean_token_mean": {"algorithm.aggregation": "seq_mean_token_mean"},
     "seq_mean_token_sum_norm": {"algorithm.aggregation": "seq_mean_token_sum_norm"},
+    "plain_forward": {"trainer.share_prompt_forward": False},  # every row runs its own prompt
 }
 
 
