@@ -380,7 +380,10 @@ def test_tdpo2_zero3_equals_zero0_and_independent_adam(tiny_model_dir, ray_local
     rows = make_pairs()
     results = []
     for stage in (0, 3):
-        cfg = cfg_for("tdpo2", **{"trainer.num_ranks": 2, "trainer.micro_batch_size": 2, "trainer.zero_stage": stage})
+        # the same forward on both sides (ZeRO-3 has no shared-prompt forward): the KL metrics are small
+        # differences of near-equal sums, which another summation order moves by ~1e-4 relative
+        cfg = cfg_for("tdpo2", **{"trainer.num_ranks": 2, "trainer.micro_batch_size": 2, "trainer.zero_stage": stage,
+                                  "trainer.share_prompt_forward": False})
         results.append(run_steps(cfg, tiny_model_dir, train_batch(rows, tok, cfg.preference), tmp_path, 2))
     (z0, m0), (z3, m3) = results
     for k in z0:
