@@ -249,16 +249,11 @@ def response_hidden(model, batch: dict, dtype: torch.dtype = torch.float32) -> t
     """Last hidden states [N, T, d] aligned to the completion tokens (``h[:, t]`` predicts token t) for a
     ``collate_pairs`` batch (left-padded prompts, right-padded responses), as the trainer computes them
     (rl/engine.py ``hidden``): positions restart at each row's first real token."""
-    from rl.prompt_sharing import position_ids_from_mask
+    from rl.prompt_sharing import completion_hidden
 
     device = next(model.parameters()).device
-    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1).to(device)
-    attn = torch.cat([batch["prompt_mask"].long(), batch["completion_mask"].long()], 1).to(device)
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        out = _base(model).get_decoder()(input_ids=ids, attention_mask=attn, position_ids=position_ids_from_mask(attn),
-                                         use_cache=False)
-    p, t = batch["prompt_ids"].shape[1], batch["completion_ids"].shape[1]
-    return out.last_hidden_state[:, p - 1: p + t - 1]
+        return completion_hidden(_base(model).get_decoder(), batch, share_prompts=False, device=device)[0]
 
 
 def _split_rows(values: torch.Tensor, lengths: Sequence[int]) -> list[list[float]]:
