@@ -537,9 +537,10 @@ def score_heldout(critical: Path, raw: Path, out_path: Path, overrides: list[str
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rl.cli import find_recipe
-    from rl.critical_tokens import DTYPES, load_critical_config, score_pairs, write_weighted_pairs
+    from rl.critical_tokens import load_critical_config, score_pairs, write_weighted_pairs
     from rl.models import resolve_model
     from rl.preference_data import PreferenceDataConfig, load_pairs
+    from rl.standalone_model import DTYPES
 
     cfg, ct = load_critical_config(find_recipe("cdpo"), overrides)
     tok = AutoTokenizer.from_pretrained(resolve_model(cfg.model.name_or_path))

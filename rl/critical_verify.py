@@ -105,7 +105,7 @@ class HFNextToken:
 
     @torch.no_grad()
     def __call__(self, prompt_ids, response_ids, positions) -> torch.Tensor:
-        from rl.critical_tokens import output_head
+        from rl.standalone_model import output_head
 
         if not positions:
             return torch.empty(0)

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from rl.critical_tokens import _device, output_head, response_hidden
 from rl.inspect_html import _colour, _token_text
+from rl.standalone_model import output_head, response_hidden, torch_device
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def load_policy_and_ref(policy: str, ref: str | None, device: str = "auto"):
 
     from rl.models import resolve_model
 
-    dev = _device(device)
+    dev = torch_device(device)
 
     def load(p):
         return AutoModelForCausalLM.from_pretrained(resolve_model(p), dtype=torch.float32).to(dev).eval()

@@ -259,10 +259,11 @@ def test_a_file_given_as_model_path(tmp_path):
 def test_every_declared_choice_has_an_implementation():
     """The tables that dispatch on a recipe value cover each of its declared choices (one list: the Literal)."""
     from rl.config import ModelConfig, RolloutConfig, TaskConfig, TrainerConfig
-    from rl.critical_tokens import DTYPES, SFTConfig
+    from rl.critical_sft import SFTConfig
     from rl.engine import DTYPES as ENGINE_DTYPES
     from rl.engine import lr_lambda
     from rl.fields import type_hints
+    from rl.standalone_model import DTYPES
     from rl.tasks import arithmetic, countdown
     from rollout.weight_sync import backend_classes
     from rollout.worker_actor import ENGINES

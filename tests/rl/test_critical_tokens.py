@@ -112,7 +112,7 @@ def test_weighted_pairs_round_trip_through_load_pairs(tmp_path, tok, two_models)
 
 
 def test_sft_batch_puts_the_loss_on_response_tokens_only():
-    from rl.critical_tokens import sft_batch
+    from rl.critical_sft import sft_batch
 
     b = sft_batch([([5, 6, 7], [8, 2]), ([5], [9, 9, 9, 2])], pad_id=0)
     assert b["input_ids"].tolist() == [[5, 6, 7, 8, 2], [5, 9, 9, 9, 2]]
@@ -127,7 +127,7 @@ def test_sft_batch_puts_the_loss_on_response_tokens_only():
 def test_lora_sft_learns_the_responses_and_touches_only_the_targets(tmp_path, tok, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
-    from rl.critical_tokens import SFTConfig, sft_examples, sft_loss, train_lora_sft
+    from rl.critical_sft import SFTConfig, sft_examples, sft_loss, train_lora_sft
 
     rows = [{"prompt": f"Q{i}: say it\nA:", "completion": " the answer is forty two"} for i in range(12)]
     src = tmp_path / "sft.jsonl"
@@ -149,7 +149,7 @@ def test_lora_sft_learns_the_responses_and_touches_only_the_targets(tmp_path, to
 
 
 def test_sft_holdout_keeps_the_best_adapter(tmp_path, tok, tiny_model_dir):
-    from rl.critical_tokens import SFTConfig, train_lora_sft
+    from rl.critical_sft import SFTConfig, train_lora_sft
 
     rows = [{"prompt": f"Q{i}:", "completion": f" answer {i % 3}"} for i in range(10)]
     src = tmp_path / "sft.jsonl"

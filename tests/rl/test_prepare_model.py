@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+
 from tests.rl.test_engine import REPO
 
 
