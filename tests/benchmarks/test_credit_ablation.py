@@ -3,7 +3,6 @@ and claims on made-up runs, the plan (overrides, fingerprints, D3S schedule) and
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
 from pathlib import Path
@@ -13,56 +12,53 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("credit_ablation", ROOT / "benchmarks" / "credit_ablation.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ab = _load()
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import credit_ablation as ab  # noqa: E402  (benchmarks/: the command line, summary and claims)
+import credit_ablation_plan as ca_plan  # noqa: E402
+import credit_ablation_report as ca_report  # noqa: E402
+import credit_ablation_run as ca_run  # noqa: E402
+import seed_stats as stats  # noqa: E402
 
 
 def test_t_table() -> None:
-    assert ab.t975(4) == pytest.approx(2.776)
-    assert ab.t975(22) == pytest.approx(2.086)  # between rows: the smaller df's (larger, conservative) quantile
-    assert ab.t975(1000) == pytest.approx(1.96)
-    assert ab.t975(0) == math.inf
+    assert stats.t975(4) == pytest.approx(2.776)
+    assert stats.t975(22) == pytest.approx(2.086)  # between rows: the smaller df's (larger, conservative) quantile
+    assert stats.t975(1000) == pytest.approx(1.96)
+    assert stats.t975(0) == math.inf
 
 
 def test_spread_by_hand() -> None:
-    s = ab.spread([0.2, 0.4, 0.6, None])
+    s = stats.spread([0.2, 0.4, 0.6, None])
     assert s["n"] == 3 and s["missing"] == 1 and s["mean"] == pytest.approx(0.4) and s["sd"] == pytest.approx(0.2)
     half = 4.303 * 0.2 / math.sqrt(3)
     assert s["ci95"] == pytest.approx([0.4 - half, 0.4 + half], abs=1e-4)
-    assert ab.spread([0.5])["sd"] is None and ab.spread([])["mean"] is None
+    assert stats.spread([0.5])["sd"] is None and stats.spread([])["mean"] is None
 
 
 def test_compare_verdicts() -> None:
     base = [0.30, 0.32, 0.34]  # sd 0.02
     # pooled sd 0.02, threshold = 2.776 * 0.02 * sqrt(2/3) = 0.0453
-    up = ab.compare([0.40, 0.42, 0.44], base, +1)
+    up = stats.compare([0.40, 0.42, 0.44], base, +1)
     assert up["threshold"] == pytest.approx(0.0453, abs=1e-4) and up["diff"] == pytest.approx(0.10)
     assert up["verdict"] == "supports"
-    assert ab.compare([0.40, 0.42, 0.44], base, -1)["verdict"] == "refutes"
-    assert ab.compare([0.33, 0.35, 0.37], base, +1)["verdict"] == "cannot tell at this scale"
-    assert ab.compare([0.9], base, +1)["verdict"].startswith("cannot tell (fewer than 2")
+    assert stats.compare([0.40, 0.42, 0.44], base, -1)["verdict"] == "refutes"
+    assert stats.compare([0.33, 0.35, 0.37], base, +1)["verdict"] == "cannot tell at this scale"
+    assert stats.compare([0.9], base, +1)["verdict"].startswith("cannot tell (fewer than 2")
     # identical values: the floor (one held-out prompt) decides
-    assert ab.compare([0.5, 0.5], [0.5, 0.5], +1, floor=0.005)["verdict"] == "cannot tell at this scale"
-    assert ab.compare([0.51, 0.51], [0.5, 0.5], +1, floor=0.005)["verdict"] == "supports"
+    assert stats.compare([0.5, 0.5], [0.5, 0.5], +1, floor=0.005)["verdict"] == "cannot tell at this scale"
+    assert stats.compare([0.51, 0.51], [0.5, 0.5], +1, floor=0.005)["verdict"] == "supports"
 
 
 def test_compare_to_constant() -> None:
-    assert ab.compare_to_constant([0.20, 0.22, 0.21], 0.30, below=True)["verdict"] == "supports"
-    assert ab.compare_to_constant([0.40, 0.42, 0.41], 0.30, below=True)["verdict"] == "refutes"
-    assert ab.compare_to_constant([0.10, 0.50, 0.30], 0.30, below=True)["verdict"] == "cannot tell at this scale"
+    assert stats.compare_to_constant([0.20, 0.22, 0.21], 0.30, below=True)["verdict"] == "supports"
+    assert stats.compare_to_constant([0.40, 0.42, 0.41], 0.30, below=True)["verdict"] == "refutes"
+    assert stats.compare_to_constant([0.10, 0.50, 0.30], 0.30, below=True)["verdict"] == "cannot tell at this scale"
 
 
 def test_combine() -> None:
-    assert ab.combine(["supports", "supports"]) == "supports"
-    assert ab.combine(["supports", "refutes"]) == "refutes"
-    assert ab.combine(["supports", "cannot tell at this scale"]) == "cannot tell at this scale"
+    assert stats.combine(["supports", "supports"]) == "supports"
+    assert stats.combine(["supports", "refutes"]) == "refutes"
+    assert stats.combine(["supports", "cannot tell at this scale"]) == "cannot tell at this scale"
 
 
 CURVE = [{"step": 0, "trainer_s": 0.0, "greedy": 0.1}, {"step": 5, "trainer_s": 50.0, "greedy": 0.3},
@@ -70,27 +66,27 @@ CURVE = [{"step": 0, "trainer_s": 0.0, "greedy": 0.1}, {"step": 5, "trainer_s": 
 
 
 def test_interp_crossing_area() -> None:
-    assert ab.interp(CURVE, "trainer_s", 25.0) == pytest.approx(0.2)
-    assert ab.interp(CURVE, "step", 10) == pytest.approx(0.5)
-    assert ab.interp(CURVE, "trainer_s", 101.0) is None
-    assert ab.first_crossing(CURVE, "trainer_s", 0.4) == pytest.approx(75.0)
-    assert ab.first_crossing(CURVE, "trainer_s", 0.05) == 0.0
-    assert ab.first_crossing(CURVE, "trainer_s", 0.6) is None
+    assert stats.interp(CURVE, "trainer_s", 25.0) == pytest.approx(0.2)
+    assert stats.interp(CURVE, "step", 10) == pytest.approx(0.5)
+    assert stats.interp(CURVE, "trainer_s", 101.0) is None
+    assert stats.first_crossing(CURVE, "trainer_s", 0.4) == pytest.approx(75.0)
+    assert stats.first_crossing(CURVE, "trainer_s", 0.05) == 0.0
+    assert stats.first_crossing(CURVE, "trainer_s", 0.6) is None
     # trapezoids: (5 * 0.2 + 5 * 0.4) / 10 = 0.3
-    assert ab.area_under(CURVE, "step", 10) == pytest.approx(0.3)
+    assert stats.area_under(CURVE, "step", 10) == pytest.approx(0.3)
     # up to step 5 only: 0.2; past the end: None
-    assert ab.area_under(CURVE, "step", 5) == pytest.approx(0.2)
-    assert ab.area_under(CURVE, "step", 7.5) == pytest.approx((5 * 0.2 + 2.5 * (0.3 + 0.4) / 2) / 7.5)
-    assert ab.area_under(CURVE, "step", 11) is None
+    assert stats.area_under(CURVE, "step", 5) == pytest.approx(0.2)
+    assert stats.area_under(CURVE, "step", 7.5) == pytest.approx((5 * 0.2 + 2.5 * (0.3 + 0.4) / 2) / 7.5)
+    assert stats.area_under(CURVE, "step", 11) is None
 
 
 def test_band_over_seeds() -> None:
     other = [{"step": 0, "trainer_s": 0.0, "greedy": 0.1}, {"step": 5, "trainer_s": 40.0, "greedy": 0.5},
              {"step": 10, "trainer_s": 80.0, "greedy": 0.7}]
-    b = ab.band([CURVE, other], "step")
+    b = stats.band([CURVE, other], "step")
     assert b["x"] == [0, 5, 10] and b["mean"] == pytest.approx([0.1, 0.4, 0.6])
     assert b["sd"][1] == pytest.approx(math.sqrt(0.02), abs=1e-4)
-    bt = ab.band([CURVE, other], "trainer_s", points=5)
+    bt = stats.band([CURVE, other], "trainer_s", points=5)
     assert bt["x"][-1] == pytest.approx(80.0)  # the shortest curve's end
     assert bt["x"] == pytest.approx([0, 20, 40, 60, 80])
     # at 80 s: CURVE 0.3 + 0.2 * 30 / 50 = 0.42, other 0.7
@@ -111,15 +107,15 @@ def test_run_curve_and_totals() -> None:
     rows.insert(0, {"step": 0, "eval/greedy_acc": 0.1})
     evals = {2: {"greedy_acc": 0.2, "pass_at_k": 0.5, "k": 8, "sample_acc": 0.1},
              4: {"greedy_acc": 0.4, "pass_at_k": None, "k": 1, "sample_acc": 0.2}}
-    curve = ab.run_curve(rows, evals, {"greedy_acc": 0.1, "pass_at_k": 0.3, "k": 8, "sample_acc": 0.05})
+    curve = ca_run.run_curve(rows, evals, {"greedy_acc": 0.1, "pass_at_k": 0.3, "k": 8, "sample_acc": 0.05})
     assert [p["step"] for p in curve] == [0, 2, 4]
     assert [p["trainer_s"] for p in curve] == [0.0, 20.0, 60.0]
     assert [p["wall_s"] for p in curve] == [0.0, 30.0, 80.0]
     assert curve[1]["pass_at_k"] == 0.5 and curve[0]["greedy"] == 0.1
-    t = ab.totals(rows, 2, 64)
+    t = ca_run.totals(rows, 2, 64)
     assert t["tokens_in_backward"] == 200 and t["tokens_in_backward_frac"] == pytest.approx(0.1)
     assert t["rows_in_backward_frac"] == pytest.approx(0.25) and t["trainer_s"] == 20.0
-    assert ab.totals(rows, 4, 64)["tokens_in_backward_frac"] == pytest.approx(0.2)
+    assert ca_run.totals(rows, 4, 64)["tokens_in_backward_frac"] == pytest.approx(0.2)
 
 
 def make_run(arm: str, seed: int, greedy_s: float, pass_s: float, trainer_per_step: float, frac: float,
@@ -187,24 +183,24 @@ def test_d3s_never_reaching_within_a_longer_run_refutes() -> None:
 
 def plan(**kw):
     args = ab.parse_args(["--out", "/tmp/x", "--name", "t", *kw.pop("argv", [])])
-    return ab.Plan(args)
+    return ca_plan.Plan(args)
 
 
 def test_plan_overrides_and_fingerprint(tmp_path: Path) -> None:
     p = plan()
-    assert p.steps == ab.STEPS and p.d3s_steps == 2 * ab.STEPS
+    assert p.steps == ca_plan.STEPS and p.d3s_steps == 2 * ca_plan.STEPS
     d = p.overrides("d3s", 1, tmp_path)
-    assert f"trainer.steps={2 * ab.STEPS}" in d and f"algorithm.d3s.schedule_steps={ab.STEPS}" in d
+    assert f"trainer.steps={2 * ca_plan.STEPS}" in d and f"algorithm.d3s.schedule_steps={ca_plan.STEPS}" in d
     assert "trainer.seed=43" in d and "rollout.seed=1" in d and "algorithm.d3s.n_batch=0.5" in d
     g = p.overrides("grpo", 0, tmp_path)
-    assert f"trainer.steps={ab.STEPS}" in g and not any("d3s" in o for o in g)
-    assert f"checkpoint.export_hf_every={ab.EVAL_EVERY}" in g and "eval.every=0" in g
+    assert f"trainer.steps={ca_plan.STEPS}" in g and not any("d3s" in o for o in g)
+    assert f"checkpoint.export_hf_every={ca_plan.EVAL_EVERY}" in g and "eval.every=0" in g
     assert p.fingerprint("grpo", 0) != p.fingerprint("grpo", 1) != p.fingerprint("tw", 1)
     assert p.fingerprint("grpo", 0) == plan().fingerprint("grpo", 0)
     assert plan(argv=["--steps", "30"]).fingerprint("grpo", 0) != p.fingerprint("grpo", 0)
-    assert ab.eval_steps(p, "grpo") == list(range(5, 41, 5))
-    assert ab.k_at(p, "grpo", 40) == 8 and ab.k_at(p, "grpo", 35) == 1 and ab.k_at(p, "d3s", 40) == 8
-    assert ab.k_at(p, "d3s", 80) == 8 and ab.k_at(p, "d3s", 45) == 1
+    assert ca_plan.eval_steps(p, "grpo") == list(range(5, 41, 5))
+    assert ca_plan.k_at(p, "grpo", 40) == 8 and ca_plan.k_at(p, "grpo", 35) == 1 and ca_plan.k_at(p, "d3s", 40) == 8
+    assert ca_plan.k_at(p, "d3s", 80) == 8 and ca_plan.k_at(p, "d3s", 45) == 1
 
 
 def test_overrides_load_as_a_config(tmp_path: Path) -> None:
@@ -212,14 +208,14 @@ def test_overrides_load_as_a_config(tmp_path: Path) -> None:
 
     p = plan()
     cfg = load_config(p.recipe, p.overrides("d3s", 2, tmp_path))
-    assert cfg.algorithm.d3s.schedule_steps == ab.STEPS and cfg.trainer.steps == 2 * ab.STEPS
+    assert cfg.algorithm.d3s.schedule_steps == ca_plan.STEPS and cfg.trainer.steps == 2 * ca_plan.STEPS
     assert cfg.data.task.digits == 2 and cfg.data.task.ops == ["add"] and cfg.rollout.max_tokens == 32
-    assert cfg.eval.num_prompts == 200 and cfg.eval.pass_k == ab.INLOOP_K and cfg.trainer.seed == 44
-    assert cfg.checkpoint.export_hf_every == ab.EVAL_EVERY and cfg.eval.every == 0
+    assert cfg.eval.num_prompts == 200 and cfg.eval.pass_k == ca_plan.INLOOP_K and cfg.trainer.seed == 44
+    assert cfg.checkpoint.export_hf_every == ca_plan.EVAL_EVERY and cfg.eval.every == 0
     inloop = load_config(p.recipe, plan(argv=["--eval", "inloop"]).overrides("grpo", 0, tmp_path))
-    assert inloop.eval.pass_k == ab.FINAL_K and inloop.eval.every == ab.EVAL_EVERY
+    assert inloop.eval.pass_k == ca_plan.FINAL_K and inloop.eval.every == ca_plan.EVAL_EVERY
     assert inloop.checkpoint.export_hf_every == 0
-    for arm in ab.ARMS:
+    for arm in ca_plan.ARMS:
         load_config(p.recipe, p.overrides(arm, 0, tmp_path))
 
 
@@ -227,9 +223,9 @@ def test_quick_defaults_and_guards() -> None:
     a = ab.parse_args(["--quick"])
     assert a.steps == 2 and a.d3s_steps == 4 and a.seeds == [0] and a.arms == ["grpo", "d3s"]
     assert a.out == Path("/tmp/credit_ablation_quick") and a.name == "credit_ablation_quick"
-    assert f"eval.num_prompts={ab.QUICK_PROMPTS}" in a.extra
+    assert f"eval.num_prompts={ca_plan.QUICK_PROMPTS}" in a.extra
     with pytest.raises(SystemExit):
-        ab.parse_args(["--quick", "--out", str(ab.RESULTS), "--name", "credit_ablation"])
+        ab.parse_args(["--quick", "--out", str(ca_plan.RESULTS), "--name", "credit_ablation"])
     with pytest.raises(SystemExit):
         ab.parse_args(["--steps", "12", "--eval-every", "5"])
 
@@ -242,7 +238,7 @@ def test_estimate_from_a_smoke() -> None:
                 "eval_seconds": [{"k": 8, "num_prompts": 50, "startup": 20.0, "total": 110.0}]}
 
     runs = [run("grpo", 30.0, 20.0), run("d3s", 18.0, 8.0, wall_s_schedule=15.0, wall_s_after_schedule=21.0)]
-    e = ab.estimate_seconds(runs, None, list(ab.ARMS), 3, 40, 80, 5, num_prompts=200)
+    e = ab.estimate_seconds(runs, None, list(ca_plan.ARMS), 3, 40, 80, 5, num_prompts=200)
     # 200 prompts: 20 + (1 + k) * 200 * 0.2
     assert e["eval_s_curve"] == pytest.approx(100.0) and e["eval_s_final"] == pytest.approx(380.0)
     grpo = e["per_arm"]["grpo"]
@@ -256,7 +252,7 @@ def test_estimate_from_a_smoke() -> None:
     # a full run's (200 prompts, greedy + pass@1) takes 80 s
     for r in runs:
         r.update({"inloop_k": 8, "inloop_prompts": 50})
-    e2 = ab.estimate_seconds(runs, None, list(ab.ARMS), 3, 40, 80, 5, num_prompts=200)
+    e2 = ab.estimate_seconds(runs, None, list(ca_plan.ARMS), 3, 40, 80, 5, num_prompts=200)
     assert e2["startup_s"] == pytest.approx(100 - 90 + 80)
 
 
@@ -271,15 +267,15 @@ def test_summary_table_and_plot_on_made_up_runs(tmp_path: Path, capsys) -> None:
     assert result["task_check"]["learns"] and result["task_check"]["headroom_left"]
     assert [c["id"] for c in result["claims"]] == ["d3s", "tw"]
     assert result["arms"]["d3s"]["trainer_time_ratio_to_grpo"] == pytest.approx(0.5)
-    ab.print_table(result)
+    ca_report.print_table(result)
     out = capsys.readouterr().out
     assert "SUPPORTS" in out and "task check" in out and "(end)" in out
-    ab.plot(result, tmp_path / "x.png")
+    ca_report.plot(result, tmp_path / "x.png")
     assert (tmp_path / "x.png").stat().st_size > 10_000
 
 
 def test_cached_evaluation_settings_ignore_the_memory_share_only() -> None:
     base = ["--recipe", "r.yaml", "--override", "data.task.digits=2", "--k", "8"]
-    assert ab._same_numbers(base + ["--override", "rollout.memory_fraction=0.1"], base)
-    assert not ab._same_numbers(base, ["--recipe", "r.yaml", "--override", "data.task.digits=3", "--k", "8"])
-    assert not ab._same_numbers(base, base[:-1] + ["1"])
+    assert ca_run._same_numbers(base + ["--override", "rollout.memory_fraction=0.1"], base)
+    assert not ca_run._same_numbers(base, ["--recipe", "r.yaml", "--override", "data.task.digits=3", "--k", "8"])
+    assert not ca_run._same_numbers(base, base[:-1] + ["1"])
