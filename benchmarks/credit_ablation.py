@@ -17,7 +17,9 @@ same recipe with these changes (``TASK``; the arms differ only in ``algorithm.cr
   135M model that gets 15% of 2-digit sums barely solves it, so every arm would stay near 0).
 * **longer completions**: 32 new tokens (the quickstart's 16 cut off half the greedy
   answers at 24 tokens: greedy EOS rate 0.52 in base_accuracy.json).
-* **more steps**: 40 steps of 8 prompts x 8 samples, lr 2e-5 constant, T=0.7 (quickstart's).
+* **more steps**: 40 steps of 8 prompts x 8 samples were planned, lr 2e-5 constant, T=0.7 (quickstart's);
+  the committed run has 10 (``STEPS``): 3 seeds x 5 arms at 40 steps would take ~7 h on 2 cores (the
+  --quick estimate), 10 steps ~1.6 h, and GRPO still has headroom at step 10 (0.69 held-out greedy).
 * Probes (``PROBE``, with their load average): at 32 tokens the base model's held-out greedy
   accuracy is 0.18 and its sampled accuracy at T=0.7 0.08 (100 prompts; mean greedy length 21
   tokens, so 32 tokens cut off few answers). The planned 6-step GRPO probe could not measure
@@ -45,8 +47,8 @@ progress p = step / (steps - 1); it trains on a fraction of rows and tokens, so 
 it has also spent less trainer time. To compare it at GRPO's trainer time and at GRPO's
 accuracy, its run must go on past GRPO's step budget S - but stretching ``trainer.steps`` would
 stretch the schedule too (a different method). So the D3S arm runs ``--d3s-steps`` (default
-2S) steps with ``algorithm.d3s.schedule_steps=S`` (rl/credit/config.py): its first S steps are
-exactly the S-step D3S run (tests/rl/credit/test_d3s_schedule_steps.py), after which it goes on
+S + S/2, rounded up to whole evaluation intervals) steps with ``algorithm.d3s.schedule_steps=S``
+(rl/credit/config.py): its first S steps are exactly the S-step D3S run (tests/rl/credit/test_d3s_schedule_steps.py), after which it goes on
 at the final values (all non-zero-advantage rows of N_s = G, all tokens, cross-group half).
 One run then gives all three comparisons: at step S (equal steps), its accuracy at GRPO's
 trainer seconds (equal time, interpolated between evaluations) and the trainer seconds it
@@ -56,7 +58,7 @@ was rejected: it would make the selection depend on machine load (not reproducib
 Evaluation. benchmarks/eval_heldout.py (independent: a fresh process per saved folder, vLLM,
 the training prompts' tokens and reward): the base model once (step 0) and every run's
 ``hf_model_step_N`` exports (``checkpoint.export_hf_every = --eval-every``) on the 200 held-out
-prompts: greedy accuracy at every point, pass@k (k = ``--final-k``, 8) at step S and at the
+prompts: greedy accuracy at every point, pass@k (k = ``--final-k``, 4) at step S and at the
 run's last step, one sample per prompt (``--curve-k`` 1: pass@1) at the points in between (the
 sampled part of an evaluation is most of its cost). The pass@k sampler seed is the same
 for every evaluation. A run's own evaluation after its last step (greedy and pass@1 on the
@@ -120,6 +122,7 @@ from credit_ablation_plan import (  # noqa: E402
     STEPS,
     TASK,
     Plan,
+    default_d3s_steps,
 )
 from credit_ablation_report import plot, print_table  # noqa: E402
 from credit_ablation_run import base_evaluation, point_at, run_one  # noqa: E402
@@ -379,7 +382,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="seed s: trainer.seed=42+s, rollout.seed=s")
     p.add_argument("--steps", type=int, default=None, help=f"step budget S of every arm (default {STEPS})")
     p.add_argument("--d3s-steps", type=int, default=None,
-                   help="D3S runs this many steps with its schedule over S (default 2S)")
+                   help="D3S runs this many steps with its schedule over S (default S + S/2, whole evaluation intervals)")
     p.add_argument("--eval-every", type=int, default=None, help=f"evaluation (export) every k steps (default {EVAL_EVERY})")
     p.add_argument("--final-k", type=int, default=FINAL_K, help="k of pass@k at step S and at a run's end")
     p.add_argument("--curve-k", type=int, default=1, help="samples per prompt at the evaluations in between")
@@ -403,8 +406,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.arms = args.arms or (QUICK_ARMS if q else list(ARMS))
     args.seeds = args.seeds if args.seeds is not None else ([0] if q else [0, 1, 2])
     args.steps = args.steps or (2 if q else STEPS)
-    args.d3s_steps = args.d3s_steps or 2 * args.steps
     args.eval_every = args.eval_every or (2 if q else EVAL_EVERY)
+    args.d3s_steps = args.d3s_steps or default_d3s_steps(args.steps, args.eval_every)
     if q and not any(o.startswith("eval.num_prompts=") for o in args.extra):
         args.extra = [*args.extra, f"eval.num_prompts={QUICK_PROMPTS}"]  # plumbing, not numbers
     args.checkpoint_every = args.checkpoint_every if args.checkpoint_every is not None else (0 if q else 10)
@@ -459,7 +462,7 @@ def main(argv: list[str] | None = None) -> None:
     result["wall_s_this_invocation"] = round(time.perf_counter() - t_start, 1)
     if args.quick:
         full = estimate_seconds([r for rs in runs.values() for r in rs],
-                                None, list(ARMS), 3, STEPS, 2 * STEPS, EVAL_EVERY)
+                                None, list(ARMS), 3, STEPS, default_d3s_steps(STEPS, EVAL_EVERY), EVAL_EVERY)
         result["full_run"] = {"command": "python benchmarks/credit_ablation.py --seeds 0 1 2",
                               "estimate": full, "measured_under_load": result["load_range"]}
     out.mkdir(parents=True, exist_ok=True)

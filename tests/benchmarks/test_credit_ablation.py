@@ -188,9 +188,11 @@ def plan(**kw):
 
 def test_plan_overrides_and_fingerprint(tmp_path: Path) -> None:
     p = plan()
-    assert p.steps == ca_plan.STEPS and p.d3s_steps == 2 * ca_plan.STEPS
+    assert (ca_plan.STEPS, ca_plan.EVAL_EVERY) == (10, 5) and p.steps == 10 and p.d3s_steps == 15  # 10 + 10/2
+    assert ca_plan.default_d3s_steps(40, 5) == 60 and ca_plan.default_d3s_steps(2, 2) == 4
+    assert ca_plan.default_d3s_steps(12, 4) == 20  # 12 + 6, rounded up to whole evaluation intervals of 4
     d = p.overrides("d3s", 1, tmp_path)
-    assert f"trainer.steps={2 * ca_plan.STEPS}" in d and f"algorithm.d3s.schedule_steps={ca_plan.STEPS}" in d
+    assert "trainer.steps=15" in d and f"algorithm.d3s.schedule_steps={ca_plan.STEPS}" in d
     assert "trainer.seed=43" in d and "rollout.seed=1" in d and "algorithm.d3s.n_batch=0.5" in d
     g = p.overrides("grpo", 0, tmp_path)
     assert f"trainer.steps={ca_plan.STEPS}" in g and not any("d3s" in o for o in g)
@@ -198,6 +200,7 @@ def test_plan_overrides_and_fingerprint(tmp_path: Path) -> None:
     assert p.fingerprint("grpo", 0) != p.fingerprint("grpo", 1) != p.fingerprint("tw", 1)
     assert p.fingerprint("grpo", 0) == plan().fingerprint("grpo", 0)
     assert plan(argv=["--steps", "30"]).fingerprint("grpo", 0) != p.fingerprint("grpo", 0)
+    p = plan(argv=["--steps", "40", "--d3s-steps", "80", "--final-k", "8"])
     assert ca_plan.eval_steps(p, "grpo") == list(range(5, 41, 5))
     assert ca_plan.k_at(p, "grpo", 40) == 8 and ca_plan.k_at(p, "grpo", 35) == 1 and ca_plan.k_at(p, "d3s", 40) == 8
     assert ca_plan.k_at(p, "d3s", 80) == 8 and ca_plan.k_at(p, "d3s", 45) == 1
@@ -208,7 +211,7 @@ def test_overrides_load_as_a_config(tmp_path: Path) -> None:
 
     p = plan()
     cfg = load_config(p.recipe, p.overrides("d3s", 2, tmp_path))
-    assert cfg.algorithm.d3s.schedule_steps == ca_plan.STEPS and cfg.trainer.steps == 2 * ca_plan.STEPS
+    assert cfg.algorithm.d3s.schedule_steps == ca_plan.STEPS and cfg.trainer.steps == p.d3s_steps
     assert cfg.data.task.digits == 2 and cfg.data.task.ops == ["add"] and cfg.rollout.max_tokens == 32
     assert cfg.eval.num_prompts == 200 and cfg.eval.pass_k == ca_plan.INLOOP_K and cfg.trainer.seed == 44
     assert cfg.checkpoint.export_hf_every == ca_plan.EVAL_EVERY and cfg.eval.every == 0
