@@ -235,8 +235,16 @@ def judge_claims(arms: dict[str, dict], runs: dict[str, list[dict]], equal_steps
             eq = arms[arm].get("vs_grpo", {})
             t_grpo = eq.get("grpo_trainer_s")
             at_t = [interp(r["curve"], "trainer_s", t_grpo) if t_grpo is not None else None for r in runs[arm]]
-            parts.append({"check": "greedy at GRPO's trainer seconds (equal time) vs GRPO's greedy at step S",
-                          **compare(at_t, [p.get("greedy") for p in g_at], +1, floor)})
+            if any(v is not None for v in at_t):
+                parts.append({"check": "greedy at GRPO's trainer seconds (equal time) vs GRPO's greedy at step S",
+                              **compare(at_t, [p.get("greedy") for p in g_at], +1, floor)})
+            else:  # D3S's whole run spent less than GRPO's S steps: equal time is where the shortest D3S run ends
+                t_end = min(r["curve"][-1]["trainer_s"] for r in runs[arm])
+                parts.append({"check": f"greedy at D3S's end ({t_end:.0f} trainer s, equal time) vs GRPO's greedy "
+                                       "interpolated at the same trainer seconds",
+                              **compare([interp(r["curve"], "trainer_s", t_end) for r in runs[arm]],
+                                        [interp(r["curve"], "trainer_s", t_end) for r in g_runs], +1, floor),
+                              "at_trainer_s": round(t_end, 1)})
             reach = [first_crossing(r["curve"], "trainer_s", eq["grpo_greedy"]) if eq else None for r in runs[arm]]
             g_time = [r["at_equal_steps"]["trainer_s"] for r in g_runs]
             if reach and all(x is not None for x in reach):

@@ -242,15 +242,16 @@ def test_estimate_from_a_smoke() -> None:
 
     runs = [run("grpo", 30.0, 20.0), run("d3s", 18.0, 8.0, wall_s_schedule=15.0, wall_s_after_schedule=21.0)]
     e = ab.estimate_seconds(runs, None, list(ca_plan.ARMS), 3, 40, 80, 5, num_prompts=200)
-    # 200 prompts: 20 + (1 + k) * 200 * 0.2
-    assert e["eval_s_curve"] == pytest.approx(100.0) and e["eval_s_final"] == pytest.approx(380.0)
+    # 200 prompts: 20 + (1 + k) * 200 * 0.2, k = 1 between and FINAL_K = 4 at the ends
+    assert ca_plan.FINAL_K == 4
+    assert e["eval_s_curve"] == pytest.approx(100.0) and e["eval_s_final"] == pytest.approx(220.0)
     grpo = e["per_arm"]["grpo"]
-    assert grpo["seconds_per_run"] == round(100 + 40 * 30 + 7 * 100 + 380)
+    assert grpo["seconds_per_run"] == round(100 + 40 * 30 + 7 * 100 + 220)
     d3s = e["per_arm"]["d3s"]
     assert d3s["seconds_per_step"] == pytest.approx(18.0)  # (40 * 15 + 40 * 21) / 80
-    assert d3s["seconds_per_run"] == round(100 + 80 * 18 + 14 * 100 + 2 * 380)
+    assert d3s["seconds_per_run"] == round(100 + 80 * 18 + 14 * 100 + 2 * 220)
     assert e["per_arm"]["tw"]["seconds_per_step"] == pytest.approx(10 + 20 * ab.TRAINER_RATIO_PRIOR["tw"], abs=0.05)
-    assert e["total_s"] == round(380 + 3 * sum(v["seconds_per_run"] for v in e["per_arm"].values()))
+    assert e["total_s"] == round(220 + 3 * sum(v["seconds_per_run"] for v in e["per_arm"].values()))
     # a smoke whose runs evaluated 50 prompts x (1 + 8) in-loop: 90 s of its start-up are that evaluation,
     # a full run's (200 prompts, greedy + pass@1) takes 80 s
     for r in runs:
@@ -282,3 +283,23 @@ def test_cached_evaluation_settings_ignore_the_memory_share_only() -> None:
     assert ca_run._same_numbers(base + ["--override", "rollout.memory_fraction=0.1"], base)
     assert not ca_run._same_numbers(base, ["--recipe", "r.yaml", "--override", "data.task.digits=3", "--k", "8"])
     assert not ca_run._same_numbers(base, base[:-1] + ["1"])
+
+
+def test_d3s_shorter_in_trainer_time_than_grpo_is_compared_at_its_own_end() -> None:
+    """D3S's whole run spends less trainer time than GRPO's S steps (as on the committed run): equal time is
+    then D3S's last point against GRPO's curve interpolated at the same trainer seconds."""
+    noise = [-0.01, 0.0, 0.01]
+    runs = {"grpo": [make_run("grpo", i, 0.40 + n, 0.6, 10.0, 1.0) for i, n in enumerate(noise)],
+            # 3 trainer s a step, 20 steps: ends at 60 s (GRPO: 100 s) with greedy 0.45 + n
+            "d3s": [make_run("d3s", i, 0.35 + n, 0.5, 3.0, 0.25, extra_steps=10, end_greedy=0.45 + n)
+                    for i, n in enumerate(noise)]}
+    arms = {name: ab.summarise_arm(rs, 10) for name, rs in runs.items()}
+    arms["d3s"]["vs_grpo"] = ab.equal_time_and_accuracy(runs["d3s"], arms["grpo"], runs["grpo"], 10)
+    assert arms["d3s"]["vs_grpo"]["greedy_at_grpo_trainer_s"]["n"] == 0  # never spent GRPO's 100 s
+    (claim,) = ab.judge_claims(arms, runs, 10, 0.005)
+    eq = claim["checks"][1]
+    # GRPO at 60 s: between (50 s, 0.25 + n/2) and (100 s, 0.40 + n), a fifth of the way: 0.28 + 0.6 n
+    assert eq["at_trainer_s"] == pytest.approx(60.0)
+    assert eq["arm"]["values"] == pytest.approx([0.44, 0.45, 0.46], abs=1e-4)
+    assert eq["grpo"]["values"] == pytest.approx([0.274, 0.28, 0.286], abs=1e-4)
+    assert eq["verdict"] == "supports" and "D3S's end" in eq["check"]
