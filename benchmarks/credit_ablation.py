@@ -141,9 +141,9 @@ PROBE: dict = {
                "did not finish its step-0 evaluation in 12 min.",
 }
 
-# Trainer time of THR / TW relative to GRPO (benchmarks/results/credit_ablation.json of the 12-step
-# quickstart ablation, 2026-12): used only to estimate the full run's duration for arms --quick skips.
-TRAINER_RATIO_PRIOR = {"thr_exploit": 1.32, "thr_explore": 1.30, "tw": 1.38}
+# Trainer time of THR / TW relative to GRPO (benchmarks/results/credit_ablation.json, 3 seeds, 2026-12-04):
+# used only to estimate the full run's duration for arms --quick skips.
+TRAINER_RATIO_PRIOR = {"thr_exploit": 1.25, "thr_explore": 1.26, "tw": 1.39}
 
 CLAIMS = [
     {"id": "d3s", "arm": "d3s", "paper": "D3S (arXiv 2509.22115)",
