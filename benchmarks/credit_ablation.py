@@ -366,7 +366,8 @@ def summarise(plan: Plan, runs: dict[str, list[dict]], seeds: list[int], base: d
     loads = [r["load"]["train"].get("mean") for rs in runs.values() for r in rs if r["load"]["train"].get("mean")]
     return {
         "benchmark": "credit_ablation",
-        "command": "python " + " ".join(["benchmarks/credit_ablation.py", *sys.argv[1:]]),
+        "command": plan.command(list(runs), seeds),
+        "invoked_as": "python " + " ".join(["benchmarks/credit_ablation.py", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "recipe": Path(plan.recipe).name, "task_overrides": TASK, "extra_overrides": plan.extra,
         "task": "2-digit addition (builtin:arithmetic add, 2 digits), 8 prompts x 8 samples, 32 tokens, T=0.7, lr 2e-5",

@@ -75,6 +75,16 @@ class Plan:
             o.append(f"algorithm.d3s.schedule_steps={self.steps}")
         return o + ARMS[arm] + self.extra
 
+    def command(self, arms: list[str], seeds: list[int]) -> str:
+        """The invocation that runs these arms x seeds under this plan (a --reuse summary records it too)."""
+        parts = ["python benchmarks/credit_ablation.py", "--arms", *arms, "--seeds", *map(str, seeds),
+                 "--steps", str(self.steps), "--d3s-steps", str(self.d3s_steps), "--eval-every", str(self.eval_every),
+                 "--final-k", str(self.final_k), "--curve-k", str(self.curve_k),
+                 "--checkpoint-every", str(self.checkpoint_every), "--eval", self.eval_mode]
+        if Path(self.recipe).resolve() != RECIPE.resolve():
+            parts += ["--recipe", self.recipe]
+        return " ".join(parts + (["--extra", *self.extra] if self.extra else []))
+
     def fingerprint(self, arm: str, seed: int) -> str:
         key = json.dumps([Path(self.recipe).name, self.overrides(arm, seed, Path("RUNS")), self.final_k, self.curve_k,
                           self.eval_mode])

@@ -269,6 +269,9 @@ def test_summary_table_and_plot_on_made_up_runs(tmp_path: Path, capsys) -> None:
     p = plan(argv=["--steps", "10", "--d3s-steps", "20"])
     result = ab.summarise(p, runs, [0, 1, 2], {"greedy_acc": 0.1, "pass_at_k": 0.3, "k": 8}, None)
     assert result["task_check"]["learns"] and result["task_check"]["headroom_left"]
+    assert result["command"] == ("python benchmarks/credit_ablation.py --arms grpo d3s tw --seeds 0 1 2 --steps 10 "
+                                 "--d3s-steps 20 --eval-every 5 --final-k 4 --curve-k 1 --checkpoint-every 10 "
+                                 "--eval heldout")
     assert [c["id"] for c in result["claims"]] == ["d3s", "tw"]
     assert result["arms"]["d3s"]["trainer_time_ratio_to_grpo"] == pytest.approx(0.5)
     ca_report.print_table(result)
